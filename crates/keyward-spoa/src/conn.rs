@@ -1,0 +1,313 @@
+//! Drives one connection: reads frames into the [`Machine`], runs NOTIFY handlers
+//! concurrently on this task, and writes ready ACKs back in as few writes as possible.
+//!
+//! Backpressure: with `max_inflight` handlers running, or too many reply bytes not yet
+//! taken by the peer, the connection stops reading. Memory per connection is bounded by
+//! one frame of input plus the in-flight answers.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use spop::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::Limits;
+use crate::handler::{Failure, Handler};
+use crate::machine::{Close, Event, Machine};
+use crate::message::{Actions, Request};
+use crate::metrics::Metrics;
+use crate::proto::{self, Notify};
+
+/// Stop reading while this many reply bytes wait for the peer.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a closing connection may take to flush its last frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a connection ended, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The peer closed the socket (or it failed).
+    PeerClosed,
+    /// HAProxy sent HAPROXY-DISCONNECT and got our AGENT-DISCONNECT.
+    PeerDisconnect,
+    /// A health-check HELLO was answered.
+    HealthCheck,
+    /// We disconnected with this status (protocol error, timeout, shutdown).
+    Disconnected(StatusCode),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Shutting down: no new frames, finish the handlers in flight, then disconnect.
+    Draining,
+    /// Last frames are queued; close once they are written.
+    Flushing,
+}
+
+struct Done {
+    stream_id: u64,
+    frame_id: u64,
+    actions: Actions,
+}
+
+/// Serves one SPOP connection until it ends.
+pub async fn serve_connection<R, W, H>(
+    mut rd: R,
+    mut wr: W,
+    handler: &H,
+    limits: &Limits,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut machine = Machine::new(limits.max_frame_size);
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut written = 0usize;
+    let mut inflight = FuturesUnordered::new();
+    let mut phase = Phase::Open;
+    let mut end = End::PeerClosed;
+    let mut deadline = Instant::now() + limits.hello_timeout;
+
+    loop {
+        // Take whole frames already buffered, while there is room for more work.
+        while phase == Phase::Open
+            && inflight.len() < limits.max_inflight
+            && out.len() - written < WRITE_HIGH_WATER
+        {
+            let Some(event) = machine.poll(&mut rbuf, &mut out) else {
+                break;
+            };
+            deadline = Instant::now() + limits.idle_timeout;
+            match event {
+                Event::Ready {
+                    max_frame_size,
+                    healthcheck,
+                } => {
+                    metrics.rx_hello.inc();
+                    metrics.tx_hello.inc();
+                    tracing::debug!(max_frame_size, healthcheck, "handshake done");
+                    if healthcheck {
+                        end = End::HealthCheck;
+                        phase = Phase::Flushing;
+                        deadline = Instant::now() + FLUSH_TIMEOUT;
+                    }
+                }
+                Event::Notify(notify) => {
+                    metrics.rx_notify.inc();
+                    metrics.inflight.inc();
+                    inflight.push(run_handler(
+                        handler,
+                        notify,
+                        limits.handler_timeout,
+                        metrics,
+                    ));
+                }
+                Event::Closing(close) => {
+                    match close {
+                        Close::Peer { status, message } => {
+                            metrics.rx_disconnect.inc();
+                            metrics.disconnect(StatusCode::None);
+                            tracing::debug!(status, %message, "HAProxy disconnected");
+                            end = End::PeerDisconnect;
+                        }
+                        Close::Protocol(err) => {
+                            metrics.disconnect(err.status);
+                            tracing::warn!(%err, "protocol error; disconnecting");
+                            end = End::Disconnected(err.status);
+                        }
+                    }
+                    // Answers to a connection that is going away would follow our
+                    // AGENT-DISCONNECT, which the protocol forbids.
+                    metrics.inflight.sub(inflight.len() as i64);
+                    inflight.clear();
+                    phase = Phase::Flushing;
+                    deadline = Instant::now() + FLUSH_TIMEOUT;
+                }
+            }
+        }
+
+        let pending = out.len() - written;
+        if phase == Phase::Flushing && pending == 0 {
+            break;
+        }
+        if phase == Phase::Draining && inflight.is_empty() {
+            if machine.is_ready() {
+                machine.disconnect(StatusCode::None, "agent shutting down", &mut out);
+                metrics.disconnect(StatusCode::None);
+            }
+            end = End::Disconnected(StatusCode::None);
+            phase = Phase::Flushing;
+            deadline = Instant::now() + FLUSH_TIMEOUT;
+            continue;
+        }
+
+        let can_read = phase == Phase::Open
+            && inflight.len() < limits.max_inflight
+            && pending < WRITE_HIGH_WATER;
+        if can_read {
+            reserve_for_next_frame(&mut rbuf, machine.max_frame_size());
+        }
+
+        tokio::select! {
+            biased;
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                write_ack(done, &mut out, &machine, handler, metrics);
+                // Everything else already finished goes out in the same write.
+                while let Some(Some(done)) = inflight.next().now_or_never() {
+                    write_ack(done, &mut out, &machine, handler, metrics);
+                }
+                if phase == Phase::Open {
+                    deadline = Instant::now() + limits.idle_timeout;
+                }
+            }
+            res = wr.write(&out[written..]), if pending > 0 => match res {
+                Ok(n) if n > 0 => {
+                    written += n;
+                    if written == out.len() {
+                        out.clear();
+                        written = 0;
+                    }
+                }
+                _ => return End::PeerClosed,
+            },
+            res = rd.read_buf(&mut rbuf), if can_read => match res {
+                Ok(n) if n > 0 => {}
+                // The peer is gone: answers in flight have nobody to go to.
+                _ => {
+                    metrics.inflight.sub(inflight.len() as i64);
+                    return End::PeerClosed;
+                }
+            },
+            () = shutdown.cancelled(), if phase == Phase::Open => {
+                phase = Phase::Draining;
+            }
+            () = sleep_until(deadline), if inflight.is_empty() || phase == Phase::Flushing => {
+                if phase == Phase::Flushing {
+                    break;
+                }
+                let message = if machine.is_ready() { "idle timeout" } else { "no HELLO in time" };
+                machine.disconnect(StatusCode::Timeout, message, &mut out);
+                metrics.disconnect(StatusCode::Timeout);
+                end = End::Disconnected(StatusCode::Timeout);
+                phase = Phase::Flushing;
+                deadline = Instant::now() + FLUSH_TIMEOUT;
+            }
+        }
+    }
+    metrics.inflight.sub(inflight.len() as i64);
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown()).await;
+    end
+}
+
+/// Makes room to read: the rest of a frame whose length is known, or a chunk.
+fn reserve_for_next_frame(rbuf: &mut BytesMut, max_frame_size: u32) {
+    let want = match rbuf.get(..4) {
+        Some(p) => {
+            let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]).min(max_frame_size) as usize;
+            (4 + len).saturating_sub(rbuf.len()).max(1)
+        }
+        None => 4096,
+    };
+    if rbuf.capacity() - rbuf.len() < want.min(16 * 1024) {
+        rbuf.reserve(want.clamp(4096, 64 * 1024));
+    }
+}
+
+async fn run_handler<H: Handler>(
+    handler: &H,
+    notify: Notify,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> Done {
+    let Notify {
+        stream_id,
+        frame_id,
+        messages,
+    } = notify;
+    let started = Instant::now();
+    // The call itself happens inside the future, so a panic before its first await is
+    // caught as well.
+    let call = AssertUnwindSafe(async move { handler.handle(Request { messages }).await });
+    let failure = match tokio::time::timeout(timeout, call.catch_unwind()).await {
+        Ok(Ok(Ok(actions))) => {
+            metrics
+                .handler_seconds
+                .observe(started.elapsed().as_secs_f64());
+            return Done {
+                stream_id,
+                frame_id,
+                actions,
+            };
+        }
+        Ok(Ok(Err(err))) => {
+            tracing::warn!(%err, "handler failed; answering with the failure ACK");
+            Failure::Error
+        }
+        Ok(Err(_)) => {
+            tracing::error!("handler panicked; answering with the failure ACK");
+            Failure::Panic
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?timeout,
+                "handler overran its timeout; answering with the failure ACK"
+            );
+            Failure::Timeout
+        }
+    };
+    metrics
+        .handler_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.failure(failure);
+    Done {
+        stream_id,
+        frame_id,
+        actions: handler.on_failure(failure),
+    }
+}
+
+fn write_ack<H: Handler>(
+    done: Done,
+    out: &mut Vec<u8>,
+    machine: &Machine,
+    handler: &H,
+    metrics: &Metrics,
+) {
+    metrics.inflight.dec();
+    metrics.tx_ack.inc();
+    let limit = machine.max_frame_size() as usize;
+    let start = out.len();
+    proto::encode_ack(done.stream_id, done.frame_id, done.actions.into_vec(), out);
+    if out.len() - start - 4 <= limit {
+        return;
+    }
+    out.truncate(start);
+    metrics.failure(Failure::TooBig);
+    tracing::warn!(
+        limit,
+        "handler answer exceeds max-frame-size; answering with the failure ACK"
+    );
+    proto::encode_ack(
+        done.stream_id,
+        done.frame_id,
+        handler.on_failure(Failure::TooBig).into_vec(),
+        out,
+    );
+    if out.len() - start - 4 > limit {
+        // Even the failure answer does not fit: an empty ACK still releases the stream,
+        // and with no variables set HAProxy does not forward.
+        out.truncate(start);
+        proto::encode_ack(done.stream_id, done.frame_id, Vec::new(), out);
+    }
+}
