@@ -1,0 +1,247 @@
+//! keyward's configuration: one typed tree, loaded once from a TOML file with
+//! `KEYWARD_*` environment overrides, validated before anything starts.
+//!
+//! Every section rejects unknown keys, durations are written as text (`"15m"`), and
+//! every validation error names the key and says what to write instead. Each part of
+//! keyward receives only its own section.
+//!
+//! Environment overrides use `__` between levels: `KEYWARD_SPOA__HANDLER_TIMEOUT=500ms`
+//! sets `[spoa] handler_timeout`, `KEYWARD_OPS__LISTEN=0.0.0.0:9181` sets `[ops] listen`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use keyward_spoa::{Limits, ListenAddr};
+use serde::Deserialize;
+
+/// The only config version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Config format version; must be 1.
+    pub version: u32,
+    #[serde(default)]
+    pub spoa: SpoaConfig,
+    #[serde(default)]
+    pub ops: OpsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[spoa]`: the listener HAProxy's SPOE filter connects to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoaConfig {
+    /// `IP:PORT` and/or `unix:/path` entries.
+    pub listen: Vec<String>,
+    pub max_frame_size: u32,
+    pub max_inflight: usize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub handler_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for SpoaConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            listen: vec!["127.0.0.1:12345".into()],
+            max_frame_size: l.max_frame_size,
+            max_inflight: l.max_inflight,
+            max_connections: l.max_connections,
+            hello_timeout: l.hello_timeout,
+            idle_timeout: l.idle_timeout,
+            handler_timeout: l.handler_timeout,
+            drain_timeout: l.drain_timeout,
+        }
+    }
+}
+
+impl SpoaConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_size: self.max_frame_size,
+            max_inflight: self.max_inflight,
+            max_connections: self.max_connections,
+            hello_timeout: self.hello_timeout,
+            idle_timeout: self.idle_timeout,
+            handler_timeout: self.handler_timeout,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    /// The parsed listen addresses (valid after [`Config::validate`]).
+    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
+        self.listen.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+}
+
+/// `[ops]`: metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9181)),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `keyward=debug,info`, ... `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used, with the key at fault and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("`{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (which must exist) with `KEYWARD_*` overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(invalid(
+                "--config",
+                format!(
+                    "{} is not a readable file; pass the path of keyward.toml",
+                    path.display()
+                ),
+            ));
+        }
+        Self::from_figment(Self::figment(path))
+    }
+
+    /// The providers, in order of precedence (later wins): file, environment.
+    pub fn figment(path: &Path) -> Figment {
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("KEYWARD_").split("__").ignore(&["config"]))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: ranges, addresses, how limits relate.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                format!(
+                    "this keyward reads config version {CONFIG_VERSION}; found {}",
+                    self.version
+                ),
+            ));
+        }
+        let s = &self.spoa;
+        if s.listen.is_empty() {
+            return Err(invalid(
+                "spoa.listen",
+                "give at least one address, e.g. [\"127.0.0.1:12345\"]",
+            ));
+        }
+        for l in &s.listen {
+            l.parse::<ListenAddr>()
+                .map_err(|e| invalid("spoa.listen", e))?;
+        }
+        if !(256..=1024 * 1024).contains(&s.max_frame_size) {
+            return Err(invalid(
+                "spoa.max_frame_size",
+                format!(
+                    "{} is outside 256..=1048576; HAProxy's default is 16384",
+                    s.max_frame_size
+                ),
+            ));
+        }
+        if s.max_inflight == 0 || s.max_inflight > 10_000 {
+            return Err(invalid(
+                "spoa.max_inflight",
+                "must be between 1 and 10000 (default 64)",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "spoa.max_connections",
+                "must be at least 1 (default 1024)",
+            ));
+        }
+        for (key, d) in [
+            ("spoa.hello_timeout", s.hello_timeout),
+            ("spoa.idle_timeout", s.idle_timeout),
+            ("spoa.handler_timeout", s.handler_timeout),
+            ("spoa.drain_timeout", s.drain_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero, e.g. \"1s\""));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `keyward` looks for its config when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("KEYWARD_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/keyward/keyward.toml"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+use super::*;
+use figment::Jail;
+
+fn load(toml: &str) -> Result<Config, String> {
+    let mut out = Err(String::new());
+    Jail::expect_with(|jail| {
+        jail.create_file("keyward.toml", toml)?;
+        out = Config::load(Path::new("keyward.toml")).map_err(|e| e.to_string());
+        Ok(())
+    });
+    out
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = load("version = 1").unwrap();
+    assert_eq!(c.spoa.listen, vec!["127.0.0.1:12345"]);
+    assert_eq!(c.spoa.limits(), Limits::default());
+    assert_eq!(c.ops.listen.port(), 9181);
+}
+
+#[test]
+fn durations_are_text() {
+    let c =
+        load("version = 1\n[spoa]\nhandler_timeout = \"250ms\"\nidle_timeout = \"2m\"").unwrap();
+    assert_eq!(c.spoa.handler_timeout, Duration::from_millis(250));
+    assert_eq!(c.spoa.idle_timeout, Duration::from_secs(120));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let err = load("version = 1\n[spoa]\nhandler_timout = \"1s\"").unwrap_err();
+    assert!(err.contains("handler_timout"), "{err}");
+    let err = load("version = 1\n[spooa]\n").unwrap_err();
+    assert!(err.contains("spooa"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_fix() {
+    let err = load("version = 1\n[spoa]\nlisten = [\"localhost\"]").unwrap_err();
+    assert!(
+        err.contains("spoa.listen") && err.contains("unix:"),
+        "{err}"
+    );
+    let err = load("version = 1\n[spoa]\nmax_frame_size = 100").unwrap_err();
+    assert!(err.contains("spoa.max_frame_size"), "{err}");
+    let err = load("version = 1\n[spoa]\nhandler_timeout = \"0s\"").unwrap_err();
+    assert!(err.contains("spoa.handler_timeout"), "{err}");
+    let err = load("version = 2").unwrap_err();
+    assert!(err.contains("version"), "{err}");
+    let err = load("").unwrap_err();
+    assert!(err.contains("version"), "{err}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keyward.toml",
+            "version = 1\n[spoa]\nhandler_timeout = \"1s\"",
+        )?;
+        jail.set_env("KEYWARD_SPOA__HANDLER_TIMEOUT", "300ms");
+        jail.set_env("KEYWARD_LOG__FORMAT", "json");
+        jail.set_env("KEYWARD_CONFIG", "/ignored/by/the/loader");
+        let c = Config::load(Path::new("keyward.toml")).unwrap();
+        assert_eq!(c.spoa.handler_timeout, Duration::from_millis(300));
+        assert_eq!(c.log.format, LogFormat::Json);
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_says_so() {
+    let err = Config::load(Path::new("/nonexistent/keyward.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/keyward.toml"), "{err}");
+}

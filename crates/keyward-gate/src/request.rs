@@ -1,0 +1,86 @@
+//! The request as HAProxy describes it in the `keyward-request` SPOE message.
+
+use std::net::IpAddr;
+
+use keyward_spoa::{ArgError, Request};
+
+/// Name of the SPOE message the shipped haproxy/ config sends once per request.
+pub const MESSAGE: &str = "keyward-request";
+
+/// What HAProxy tells us about one HTTP request. Attacker-controlled except `src`
+/// (and `client_cert`, which HAProxy verified).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessRequest {
+    /// The whole `Cookie` header(s), if any.
+    pub cookie: Option<String>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// `Host`, lower-cased, without port.
+    pub host: String,
+    pub path: String,
+    pub method: String,
+    pub src: Option<IpAddr>,
+    pub origin: Option<String>,
+    pub sec_fetch_site: Option<String>,
+    /// Hex SHA-1 of the verified client certificate, when TLS client auth is on.
+    pub client_cert: Option<String>,
+}
+
+/// The SPOE message is not what the shipped config sends.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no `{MESSAGE}` message in the NOTIFY; check the spoe-message section")]
+    NoMessage,
+    #[error(transparent)]
+    Arg(#[from] ArgError),
+}
+
+impl AccessRequest {
+    pub fn from_spoe(req: &Request) -> Result<Self, RequestError> {
+        let m = req.message(MESSAGE).ok_or(RequestError::NoMessage)?;
+        let text = |name| m.str(name).map(|v| v.map(str::to_owned));
+        let host = m.str("host")?.unwrap_or_default();
+        Ok(Self {
+            cookie: text("cookie")?,
+            authorization: text("authorization")?,
+            host: normalize_host(host),
+            path: m.str("path")?.unwrap_or("/").to_owned(),
+            method: m.str("method")?.unwrap_or("GET").to_owned(),
+            src: m.ip("src")?,
+            origin: text("origin")?,
+            sec_fetch_site: text("sec_fetch_site")?,
+            client_cert: text("client_cert")?,
+        })
+    }
+}
+
+/// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("Example.COM:8443"), "example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("app"), "app");
+        assert_eq!(normalize_host("a:b"), "a:b");
+    }
+}

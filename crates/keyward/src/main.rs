@@ -1,0 +1,18 @@
+//! `keyward`: load the config, set up logging, build the parts, run, wait.
+
+mod cli;
+mod serve;
+mod telemetry;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keyward: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
