@@ -1,3 +1,5 @@
+#![allow(clippy::result_large_err)] // figment::Jail returns figment::Error
+
 use super::*;
 use figment::Jail;
 

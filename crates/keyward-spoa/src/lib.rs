@@ -61,7 +61,7 @@ impl Default for Limits {
             max_connections: 1_024,
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
-            handler_timeout: Duration::from_secs(1),
+            handler_timeout: Duration::from_millis(400),
             drain_timeout: Duration::from_secs(10),
         }
     }

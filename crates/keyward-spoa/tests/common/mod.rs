@@ -72,6 +72,7 @@ impl Handler for TestHandler {
     }
 }
 
+#[derive(Debug)]
 pub struct Agent {
     pub addr: std::net::SocketAddr,
     pub shutdown: CancellationToken,
@@ -102,6 +103,7 @@ pub async fn start(limits: Limits) -> Agent {
 }
 
 /// The HAProxy end of one connection.
+#[derive(Debug)]
 pub struct Peer {
     pub stream: TcpStream,
     buf: Vec<u8>,

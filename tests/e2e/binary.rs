@@ -1,0 +1,169 @@
+//! The `keyward` binary as an operator runs it: config validation, ops endpoints,
+//! reload, graceful shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use keyward_spoa::peer::{self, AgentFrame};
+use keyward_tests::http::get;
+use keyward_tests::process::Proc;
+use keyward_tests::{eventually, free_port, keyward_bin, loopback, wait_listening};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn keyward() -> Command {
+    Command::new(keyward_bin())
+}
+
+fn config(spoa: u16, ops: u16, extra: &str) -> String {
+    format!(
+        "version = 1\n[spoa]\nlisten = [\"127.0.0.1:{spoa}\"]\n{extra}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n"
+    )
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.toml");
+    std::fs::write(&path, config(1, 2, "handler_timout = \"1s\"")).unwrap();
+    let out = keyward()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("handler_timout"), "{err}");
+
+    std::fs::write(&path, config(1, 2, "")).unwrap();
+    let out = keyward()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn ready(ops: std::net::SocketAddr) {
+    eventually(Duration::from_secs(10), "/readyz", || async move {
+        get(ops, "/readyz", &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serves_ops_reloads_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.toml");
+    let (spoa_port, ops_port) = (free_port(), free_port());
+    std::fs::write(&path, config(spoa_port, ops_port, "")).unwrap();
+    let mut proc = Proc::spawn("keyward", keyward().arg("serve").arg("--config").arg(&path));
+    let ops = loopback(ops_port);
+    wait_listening(loopback(spoa_port), "keyward SPOA").await;
+    ready(ops).await;
+    assert_eq!(get(ops, "/healthz", &[]).await.unwrap().status, 200);
+
+    // A real SPOP exchange, visible in the metrics.
+    let mut s = tokio::net::TcpStream::connect(loopback(spoa_port))
+        .await
+        .unwrap();
+    let mut bytes = peer::hello(16_380, "pipelining", false);
+    bytes.extend(peer::notify(1, 1, "keyward-request", &[]));
+    s.write_all(&bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "agent closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((f, _, used)) = peer::read(&buf).unwrap() {
+            buf.drain(..used);
+            frames.push(f);
+        }
+    }
+    assert!(matches!(
+        frames[1],
+        AgentFrame::Ack {
+            stream_id: 1,
+            frame_id: 1,
+            ..
+        }
+    ));
+    let m = get(ops, "/metrics", &[]).await.unwrap();
+    assert!(
+        m.body
+            .contains("keyward_spoa_frames_received_total{type=\"notify\"} 1"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains("keyward_spoa_connections_active 1"),
+        "{}",
+        m.body
+    );
+
+    // An invalid config on SIGHUP is rejected; the agent keeps serving.
+    std::fs::write(&path, "version = 1\n[spoa]\nbogus = 1\n").unwrap();
+    proc.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "reload error counted",
+        || async move {
+            let m = get(ops, "/metrics", &[]).await.ok()?;
+            m.body
+                .contains("keyward_config_reloads_total{result=\"error\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+    // A valid one is applied.
+    std::fs::write(
+        &path,
+        config(spoa_port, ops_port, "handler_timeout = \"300ms\""),
+    )
+    .unwrap();
+    proc.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "reload ok counted",
+        || async move {
+            let m = get(ops, "/metrics", &[]).await.ok()?;
+            m.body
+                .contains("keyward_config_reloads_total{result=\"ok\"}")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // SIGTERM: the open connection gets a clean AGENT-DISCONNECT, the process exits 0.
+    proc.signal("TERM");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    buf.extend(rest);
+    let (f, _, _) = peer::read(&buf).unwrap().expect("a frame before close");
+    assert_eq!(
+        f,
+        AgentFrame::Disconnect {
+            status: 0,
+            message: "agent shutting down".into()
+        }
+    );
+    let status = proc
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

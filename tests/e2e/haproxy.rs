@@ -1,0 +1,227 @@
+//! The SPOA runtime and the shipped haproxy/ configuration, end to end through real
+//! HAProxy: the test agent's variables drive allow / deny / login and identity headers;
+//! no cross-talk under concurrency; fail closed when the agent dies or is slow.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::http::get;
+use keyward_tests::process::Proc;
+use keyward_tests::upstream::Upstream;
+use keyward_tests::{eventually, free_port, loopback, wait_listening};
+
+fn agent(port: u16, handler_timeout_ms: u64) -> Proc {
+    Proc::spawn(
+        "test-agent",
+        Command::new(env!("CARGO_BIN_EXE_test-agent"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(handler_timeout_ms.to_string()),
+    )
+}
+
+struct Stack {
+    haproxy: Haproxy,
+    upstream: Upstream,
+    agent: Proc,
+    agent_port: u16,
+}
+
+async fn stack(handler_timeout_ms: u64) -> Stack {
+    let agent_port = free_port();
+    let agent = agent(agent_port, handler_timeout_ms);
+    wait_listening(loopback(agent_port), "test agent").await;
+    let upstream = Upstream::start().await;
+    let haproxy = Haproxy::start(&Wiring {
+        spoa: format!("127.0.0.1:{agent_port}"),
+        upstream: upstream.addr,
+        edits: vec![],
+    })
+    .await;
+    Stack {
+        haproxy,
+        upstream,
+        agent,
+        agent_port,
+    }
+}
+
+#[tokio::test]
+async fn variables_drive_decisions_and_headers() {
+    let s = stack(400).await;
+    let a = s.haproxy.addr;
+
+    let r = get(
+        a,
+        "/allow/alice",
+        &[("X-Keyward-User", "mallory"), ("x-keyward-roles", "admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("x-keyward-user: alice\n"), "{}", r.body);
+    assert!(
+        r.body.contains("x-keyward-email: alice@example.test\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("x-keyward-roles: role-alice,staff\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("mallory") && !r.body.contains("admin"),
+        "spoofed headers reached upstream: {}",
+        r.body
+    );
+
+    let hits = s.upstream.hits();
+    let r = get(a, "/deny", &[]).await.unwrap();
+    assert_eq!(r.status, 403);
+    let r = get(
+        a,
+        "/login/page",
+        &[("Accept", "text/html,application/xhtml+xml")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("http://auth.test/login?rd=/login/page")
+    );
+    let r = get(a, "/login/api", &[("Accept", "application/json")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer"))
+    );
+    let r = get(a, "/deny", &[("Content-Type", "application/grpc")])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.header("grpc-status")), (200, Some("7")));
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+    let r = get(a, "/login", &[("Content-Type", "application/grpc+proto")])
+        .await
+        .unwrap();
+    assert_eq!(r.header("grpc-status"), Some("16"));
+    // No decision in the answer, a failing handler, a panicking one: not forwarded.
+    for path in ["/no-decision", "/error", "/panic"] {
+        let r = get(a, path, &[]).await.unwrap();
+        assert_eq!(r.status, 503, "{path}");
+    }
+    let r = get(a, "/error", &[("Content-Type", "application/grpc")])
+        .await
+        .unwrap();
+    assert_eq!(r.header("grpc-status"), Some("14"));
+    assert_eq!(
+        s.upstream.hits(),
+        hits,
+        "nothing but allow reaches the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_without_cross_talk() {
+    let s = stack(400).await;
+    let addr = s.haproxy.addr;
+    let mut tasks = Vec::new();
+    for i in 0..1000u32 {
+        tasks.push(tokio::spawn(async move {
+            // Varying delays make ACKs come back out of order on shared connections.
+            let path = format!("/allow/u{i}?delay={}", i % 7);
+            let r = get(addr, &path, &[]).await?;
+            if r.status != 200 {
+                return Err(format!("{path}: status {}", r.status));
+            }
+            let expected = format!("x-keyward-user: u{i}\n");
+            if !r.body.contains(&expected)
+                || !r
+                    .body
+                    .contains(&format!("x-keyward-roles: role-u{i},staff"))
+            {
+                return Err(format!("{path}: wrong identity: {}", r.body));
+            }
+            Ok(())
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 1000 failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(s.upstream.hits(), 1000);
+}
+
+#[tokio::test]
+async fn agent_killed_fails_closed_then_recovers_without_reload() {
+    let mut s = stack(400).await;
+    let a = s.haproxy.addr;
+    assert_eq!(get(a, "/allow/bob", &[]).await.unwrap().status, 200);
+    let hits = s.upstream.hits();
+
+    s.agent.kill();
+    for _ in 0..20 {
+        let r = get(a, "/allow/bob", &[]).await.unwrap();
+        assert_eq!(r.status, 503, "agent down must never forward");
+    }
+    assert_eq!(
+        s.upstream.hits(),
+        hits,
+        "nothing forwarded while the agent is down"
+    );
+
+    let haproxy_pid = s.haproxy.proc().pid();
+    let restarted = Instant::now();
+    s.agent = agent(s.agent_port, 400);
+    eventually(Duration::from_secs(15), "traffic to recover", || async {
+        get(a, "/allow/bob", &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ())
+    })
+    .await;
+    eprintln!(
+        "recovered {:?} after the agent restarted",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        s.haproxy.proc().pid(),
+        haproxy_pid,
+        "same HAProxy process, not reloaded"
+    );
+}
+
+#[tokio::test]
+async fn slow_handler_hits_timeout_processing_and_fails_closed() {
+    // The agent would wait 5 s; HAProxy's timeout processing (500 ms) cuts in first.
+    let s = stack(5_000).await;
+    let started = Instant::now();
+    let r = get(s.haproxy.addr, "/slow/3000", &[]).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(2_900),
+        "HAProxy did not wait for the slow agent"
+    );
+    assert_eq!(s.upstream.hits(), 0);
+    // The late ACK is ignored by HAProxy and the connection stays usable.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(
+        get(s.haproxy.addr, "/allow/carol", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}

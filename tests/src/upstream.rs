@@ -1,0 +1,88 @@
+//! The protected application: answers every request with 200 and a body listing the
+//! request line and every header it received, one `name: value` per line. Upgrade
+//! requests (WebSocket) get `101 Switching Protocols` and then echo bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Requests that reached the application.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One request per connection is enough for these tests, but
+                        // HAProxy may reuse the connection: serve until it closes.
+                        let head_end = loop {
+                            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                                break i;
+                            }
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                        buf.drain(..head_end + 4);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let upgrade = head
+                            .lines()
+                            .any(|l| l.to_ascii_lowercase().starts_with("upgrade: websocket"));
+                        if upgrade {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                                .await;
+                            let (mut r, mut w) = s.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                            return;
+                        }
+                        let body = head.replace("\r\n", "\n") + "\n";
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, hits, task }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
