@@ -35,6 +35,7 @@ async fn stack(handler_timeout_ms: u64) -> Stack {
     let haproxy = Haproxy::start(&Wiring {
         spoa: format!("127.0.0.1:{agent_port}"),
         upstream: upstream.addr,
+        portal: None,
         edits: vec![],
     })
     .await;

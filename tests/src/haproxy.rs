@@ -13,6 +13,8 @@ use crate::{free_port, loopback, repo_root, wait_listening};
 pub struct Wiring {
     pub spoa: String,
     pub upstream: SocketAddr,
+    /// keyward's portal listener, for `/.keyward/` and the JWKS.
+    pub portal: Option<SocketAddr>,
     /// Text replacements applied to the rendered copies (tests tune timeouts this way).
     pub edits: Vec<(String, String)>,
 }
@@ -51,16 +53,17 @@ impl Haproxy {
             .status()
             .expect("haproxy is installed (the README's test command installs it)");
         assert!(check.success(), "rendered haproxy.cfg is invalid");
-        let proc = Proc::spawn(
-            "haproxy",
-            Command::new("haproxy")
-                .args(["-db", "-f"])
-                .arg(&cfg)
-                .env("KEYWARD_HTTP_BIND", format!("127.0.0.1:{port}"))
-                .env("KEYWARD_SPOE_CONF", &spoe)
-                .env("KEYWARD_SPOA", &wiring.spoa)
-                .env("KEYWARD_UPSTREAM", wiring.upstream.to_string()),
-        );
+        let mut cmd = Command::new("haproxy");
+        cmd.args(["-db", "-f"])
+            .arg(&cfg)
+            .env("KEYWARD_HTTP_BIND", format!("127.0.0.1:{port}"))
+            .env("KEYWARD_SPOE_CONF", &spoe)
+            .env("KEYWARD_SPOA", &wiring.spoa)
+            .env("KEYWARD_UPSTREAM", wiring.upstream.to_string());
+        if let Some(portal) = wiring.portal {
+            cmd.env("KEYWARD_PORTAL", portal.to_string());
+        }
+        let proc = Proc::spawn("haproxy", &mut cmd);
         let addr = loopback(port);
         wait_listening(addr, "HAProxy to listen").await;
         Self { addr, dir, proc }

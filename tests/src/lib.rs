@@ -4,6 +4,7 @@
 
 pub mod haproxy;
 pub mod http;
+pub mod keyward;
 pub mod process;
 pub mod upstream;
 

@@ -60,9 +60,18 @@ impl Upstream {
                             .lines()
                             .any(|l| l.to_ascii_lowercase().starts_with("upgrade: websocket"));
                         if upgrade {
-                            let _ = s
-                                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                                .await;
+                            let key = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (n, v) = l.split_once(':')?;
+                                    n.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_owned())
+                                })
+                                .unwrap_or_default();
+                            let resp = format!(
+                                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                                websocket_accept(&key)
+                            );
+                            let _ = s.write_all(resp.as_bytes()).await;
                             let (mut r, mut w) = s.split();
                             let _ = tokio::io::copy(&mut r, &mut w).await;
                             return;
@@ -81,6 +90,14 @@ impl Upstream {
         });
         Self { addr, hits, task }
     }
+}
+
+/// RFC 6455 4.2.2: base64(SHA-1(key + GUID)).
+fn websocket_accept(key: &str) -> String {
+    use base64ct::Encoding;
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    base64ct::Base64::encode_string(&digest)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

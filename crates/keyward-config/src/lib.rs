@@ -32,6 +32,132 @@ pub struct Config {
     pub ops: OpsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub assertion: AssertionConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub portal: PortalConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[session]`: session tokens and their cache.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// The key-ring file (mode 0600), made by `keyward keys generate`.
+    pub keyring: PathBuf,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// The longest a session may last; verify-only keys retire after this.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Clock skew tolerated on expiry and issue times.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Validated sessions kept in memory.
+    pub cache_capacity: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            keyring: PathBuf::from("/var/lib/keyward/keyring.toml"),
+            cookie_name: "keyward_session".into(),
+            max_lifetime: Duration::from_secs(12 * 3600),
+            leeway: Duration::from_secs(60),
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// `[assertion]`: the signed JWT handed to upstreams in `X-Keyward-Assertion`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssertionConfig {
+    pub enabled: bool,
+    /// The `iss` claim; upstreams check it.
+    pub issuer: String,
+    /// Lifetime of one assertion (never beyond its session).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for AssertionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            issuer: "keyward".into(),
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[policy]`: the route policy file (hot-reloaded).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("/etc/keyward/policy.toml"),
+        }
+    }
+}
+
+/// `[portal]`: the sign-in portal and JWKS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+    /// Where browsers are sent to sign in; keyward appends `?rd=<return URL>`.
+    pub login_url: String,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            login_url: "http://localhost:8080/.keyward/login".into(),
+        }
+    }
+}
+
+/// `[store]`: durable state (revocations, users, credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite:///var/lib/keyward/keyward.db`
+    pub url: String,
+    /// How often agents read new revocations from the store (a revoke made with the
+    /// CLI is also pushed to the local agent at once).
+    #[serde(with = "humantime_serde")]
+    pub revocation_poll: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:///var/lib/keyward/keyward.db".into(),
+            revocation_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[audit]`: security events as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Append audit lines to this file; standard output when unset.
+    pub file: Option<PathBuf>,
 }
 
 /// `[spoa]`: the listener HAProxy's SPOE filter connects to.
@@ -231,6 +357,49 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than zero, e.g. \"1s\""));
             }
+        }
+        if s.handler_timeout >= Duration::from_secs(5) {
+            return Err(invalid(
+                "spoa.handler_timeout",
+                "must stay below HAProxy's `timeout processing` (shipped: 500ms); use e.g. \"400ms\"",
+            ));
+        }
+        let sess = &self.session;
+        if sess.cookie_name.is_empty()
+            || !sess.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "session.cookie_name",
+                "use letters, digits, `-`, `_` or `.` only (default \"keyward_session\")",
+            ));
+        }
+        if sess.max_lifetime < Duration::from_secs(60) {
+            return Err(invalid("session.max_lifetime", "must be at least \"1m\" (default \"12h\")"));
+        }
+        if sess.leeway > Duration::from_secs(300) {
+            return Err(invalid("session.leeway", "more than \"5m\" of clock skew hides real problems; fix the clocks"));
+        }
+        if sess.cache_capacity == 0 {
+            return Err(invalid("session.cache_capacity", "must be at least 1 (default 100000)"));
+        }
+        if self.assertion.ttl.is_zero() || self.assertion.ttl > Duration::from_secs(3600) {
+            return Err(invalid("assertion.ttl", "must be between \"1s\" and \"1h\" (default \"5m\")"));
+        }
+        if self.assertion.issuer.is_empty() {
+            return Err(invalid("assertion.issuer", "set the `iss` upstreams expect, e.g. \"https://auth.example.com\""));
+        }
+        let url = &self.portal.login_url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') || url.contains('#') {
+            return Err(invalid(
+                "portal.login_url",
+                format!("`{url}` must be an absolute http(s) URL without query or fragment, e.g. \"https://auth.example.com/.keyward/login\""),
+            ));
+        }
+        if !self.store.url.starts_with("sqlite:") {
+            return Err(invalid("store.url", "use sqlite:///path/to/keyward.db"));
+        }
+        if self.store.revocation_poll.is_zero() {
+            return Err(invalid("store.revocation_poll", "must be longer than zero, e.g. \"1s\""));
         }
         Ok(())
     }

@@ -78,3 +78,18 @@ fn missing_file_says_so() {
         .to_string();
     assert!(err.contains("/nonexistent/keyward.toml"), "{err}");
 }
+
+#[test]
+fn session_and_portal_sections_are_validated() {
+    let c = load("version = 1\n[session]\nmax_lifetime = \"8h\"\ncookie_name = \"kw\"").unwrap();
+    assert_eq!(c.session.max_lifetime, Duration::from_secs(8 * 3600));
+    assert_eq!(c.session.cookie_name, "kw");
+    let err = load("version = 1\n[session]\ncookie_name = \"a;b\"").unwrap_err();
+    assert!(err.contains("session.cookie_name"), "{err}");
+    let err = load("version = 1\n[portal]\nlogin_url = \"/login\"").unwrap_err();
+    assert!(err.contains("portal.login_url"), "{err}");
+    let err = load("version = 1\n[store]\nurl = \"mysql://x\"").unwrap_err();
+    assert!(err.contains("store.url"), "{err}");
+    let err = load("version = 1\n[assertion]\nttl = \"2h\"").unwrap_err();
+    assert!(err.contains("assertion.ttl"), "{err}");
+}

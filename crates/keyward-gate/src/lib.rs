@@ -1,40 +1,283 @@
-//! The per-request decision: reads the `keyward-request` SPOE message, decides allow /
-//! login / deny, and answers with the `txn.keyward.*` variables.
+//! The per-request decision: reads the `keyward-request` SPOE message, finds and
+//! validates the session (cache first), applies revocations and the route policy, and
+//! answers with the `txn.keyward.*` variables.
+//!
+//! [`Gate::decide`] is a function of (request, policy, keys, revocations, now); the
+//! handler wraps it with the clock and the ACK. Policy, keys and revocations are
+//! swapped atomically while requests flow.
 
+pub mod cache;
+pub mod credential;
+pub mod metrics;
 pub mod request;
 pub mod vars;
 
-use keyward_spoa::{Actions, Failure, Handler, HandlerError, Request};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
+use keyward_policy::{Policy, RequestFacts, SessionState, Verdict};
+use keyward_session::assertion::AssertionSigner;
+use keyward_session::keyring::KeyRing;
+use keyward_session::token::{self, TokenError};
+use keyward_spoa::{Actions, Failure, Handler, HandlerError, Request};
+use keyward_store::Revocations;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+pub use keyward_policy::{Decision, Reason};
+pub use metrics::GateMetrics;
 pub use request::{AccessRequest, MESSAGE};
-pub use vars::{Decision, Reason};
+
+use cache::{Assertion, Digest, Session};
+
+/// Settings of the request path (from `[session]`, `[assertion]`, `[portal]`).
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub cookie_name: String,
+    /// Seconds of clock skew tolerated.
+    pub leeway: i64,
+    /// Browsers needing a session go here, with `?rd=<url>`.
+    pub login_url: String,
+    /// `None`: no upstream assertion.
+    pub assertion: Option<AssertionConfig>,
+    pub cache_capacity: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub issuer: String,
+    pub ttl_secs: i64,
+}
+
+/// The keys in use: the ring and the signer built from it.
+#[derive(Debug)]
+pub struct Keys {
+    pub ring: KeyRing,
+    pub signer: Option<AssertionSigner>,
+}
+
+impl Keys {
+    pub fn new(ring: KeyRing) -> Self {
+        let signer = AssertionSigner::new(&ring).ok();
+        Self { ring, signer }
+    }
+}
+
+/// What was decided, and about which session.
+#[derive(Debug)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The valid session, whose identity goes to the upstream on allow.
+    pub session: Option<Arc<Session>>,
+    /// A revoked session presented with the request (for the audit only).
+    pub revoked: Option<Arc<Session>>,
+}
+
+enum Found {
+    None,
+    Expired,
+    Invalid,
+    Revoked(Arc<Session>),
+    Valid(Arc<Session>),
+}
 
 /// The SPOA handler keyward serves.
-#[derive(Debug, Default)]
-pub struct Gate {}
+#[derive(Debug)]
+pub struct Gate {
+    cfg: GateConfig,
+    policy: ArcSwap<Policy>,
+    keys: ArcSwap<Keys>,
+    revocations: ArcSwap<Revocations>,
+    sessions: moka::sync::Cache<Digest, Arc<Session>>,
+    assertions: moka::sync::Cache<Digest, Assertion>,
+    metrics: GateMetrics,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
 
 impl Gate {
-    pub fn new() -> Self {
-        Self {}
+    pub fn new(cfg: GateConfig, policy: Policy, keys: Keys, metrics: GateMetrics) -> Self {
+        metrics.policy_rules.set(policy.len() as i64);
+        metrics.keyring_generation.set(keys.ring.generation() as i64);
+        Self {
+            sessions: cache::session_cache(cfg.cache_capacity, cfg.leeway),
+            assertions: cache::assertion_cache(cfg.cache_capacity),
+            cfg,
+            policy: ArcSwap::from_pointee(policy),
+            keys: ArcSwap::from_pointee(keys),
+            revocations: ArcSwap::from_pointee(Revocations::default()),
+            metrics,
+        }
     }
 
-    /// Decides on one request.
-    pub fn decide(&self, _req: &AccessRequest) -> (Decision, Reason) {
-        // No route policy is loaded: nothing matches, and an unmatched route is denied.
-        (Decision::Deny, Reason::Forbidden)
+    /// Replaces the route policy; the next request uses it.
+    pub fn set_policy(&self, policy: Policy) {
+        self.metrics.policy_rules.set(policy.len() as i64);
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Replaces the key ring. Cached sessions and assertions are dropped when it
+    /// changed, so a retired key stops working on the next request.
+    pub fn set_keys(&self, keys: Keys) {
+        let changed = keys.ring.generation() != self.keys.load().ring.generation();
+        self.metrics.keyring_generation.set(keys.ring.generation() as i64);
+        self.keys.store(Arc::new(keys));
+        if changed {
+            self.sessions.invalidate_all();
+            self.assertions.invalidate_all();
+        }
+    }
+
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.load_full()
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.revocations.load_full()
+    }
+
+    /// Replaces the revocation snapshot.
+    pub fn set_revocations(&self, revocations: Revocations) {
+        self.metrics.revocations.set(revocations.len() as i64);
+        self.revocations.store(Arc::new(revocations));
+    }
+
+    /// Decides on one request at `now` (unix seconds).
+    pub fn decide(&self, req: &AccessRequest, now: i64) -> Outcome {
+        let found = credential::find(req.cookie.as_deref(), req.authorization.as_deref(), &self.cfg.cookie_name);
+        let found = match found {
+            None => Found::None,
+            Some((token, _source)) => match self.session(token, now) {
+                Ok(s) if self.revocations.load().is_revoked(&s.claims) => Found::Revoked(s),
+                Ok(s) => Found::Valid(s),
+                Err(e) if e.is_expired() => Found::Expired,
+                Err(_) => Found::Invalid,
+            },
+        };
+        let state = match &found {
+            Found::None => SessionState::None,
+            Found::Expired => SessionState::Expired,
+            Found::Invalid => SessionState::Invalid,
+            Found::Revoked(_) => SessionState::Revoked,
+            Found::Valid(s) => SessionState::Valid(&s.claims),
+        };
+        let facts = RequestFacts {
+            host: &req.host,
+            path: &req.path,
+            method: &req.method,
+            src: req.src,
+        };
+        let verdict = self.policy.load().evaluate(&facts, state, now);
+        match found {
+            Found::Valid(s) => Outcome { verdict, session: Some(s), revoked: None },
+            Found::Revoked(s) => Outcome { verdict, session: None, revoked: Some(s) },
+            _ => Outcome { verdict, session: None, revoked: None },
+        }
+    }
+
+    /// A validated session for `token`: from the cache, or opened and cached.
+    fn session(&self, token: &str, now: i64) -> Result<Arc<Session>, TokenError> {
+        let key = cache::digest(token);
+        if let Some(s) = self.sessions.get(&key) {
+            self.metrics.cache_hits.inc();
+            if now > s.claims.exp + self.cfg.leeway {
+                return Err(TokenError::Expired);
+            }
+            return Ok(s);
+        }
+        self.metrics.cache_misses.inc();
+        let started = Instant::now();
+        let opened = token::open(token, &self.keys.load().ring, now, self.cfg.leeway);
+        self.metrics.validation_seconds.observe(started.elapsed().as_secs_f64());
+        let session = Arc::new(Session::new(opened?));
+        self.sessions.insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// The assertion for `session` at `audience`, signed once and reused until shortly
+    /// before it expires.
+    fn assertion(&self, session: &Session, audience: &str, now: i64) -> Option<Arc<str>> {
+        let cfg = self.cfg.assertion.as_ref()?;
+        let key = cache::assertion_key(&session.claims.sid, audience);
+        if let Some(a) = self.assertions.get(&key) {
+            if now < a.refresh_at {
+                return Some(a.jwt);
+            }
+        }
+        let keys = self.keys.load();
+        let signer = keys.signer.as_ref()?;
+        match signer.sign(&session.claims, audience, &cfg.issuer, cfg.ttl_secs, now) {
+            Ok((jwt, exp)) => {
+                let margin = (cfg.ttl_secs / 5).clamp(1, 60);
+                let jwt: Arc<str> = jwt.into();
+                self.assertions.insert(key, Assertion { jwt: jwt.clone(), exp, refresh_at: exp - margin });
+                Some(jwt)
+            }
+            Err(err) => {
+                tracing::error!(%err, "signing the upstream assertion failed");
+                None
+            }
+        }
+    }
+
+    /// The ACK's variables for `outcome`.
+    pub fn actions(&self, req: &AccessRequest, outcome: &Outcome, now: i64) -> Actions {
+        let Verdict { decision, reason, rule } = outcome.verdict;
+        let mut a = Actions::new();
+        vars::set_decision(&mut a, decision, reason);
+        match decision {
+            Decision::Allow => {
+                if let Some(s) = &outcome.session {
+                    let c = &s.claims;
+                    a.set_txn("user", c.sub.as_str()).set_txn("roles", s.roles.as_str()).set_txn("session", c.sid.as_str());
+                    if let Some(email) = &c.email {
+                        a.set_txn("email", email.as_str());
+                    }
+                    if let Some(dev) = &c.dev {
+                        a.set_txn("device", dev.as_str());
+                    }
+                    if let Some(jwt) = self.assertion(s, &req.host, now) {
+                        a.set_txn("assertion", &*jwt);
+                    }
+                }
+            }
+            Decision::Login => {
+                let rd = utf8_percent_encode(&req.url(), NON_ALPHANUMERIC).to_string();
+                a.set_txn("login_url", format!("{}?rd={rd}", self.cfg.login_url));
+            }
+            Decision::Deny => {}
+        }
+        self.metrics.decision(decision, reason);
+        if decision == Decision::Deny || matches!(reason, Reason::Invalid | Reason::Revoked) {
+            let claims = outcome.session.as_ref().or(outcome.revoked.as_ref()).map(|s| &s.claims);
+            tracing::info!(
+                target: "audit",
+                event = "access",
+                decision = decision.as_str(),
+                reason = reason.as_str(),
+                route = rule.and_then(|i| self.policy.load().rule_name(i).map(str::to_owned)).as_deref().unwrap_or("-"),
+                session = claims.map_or("-", |c| c.sid.as_str()),
+                device = claims.and_then(|c| c.dev.as_deref()).unwrap_or("-"),
+                method = req.method.as_str(),
+            );
+        }
+        a
     }
 }
 
 impl Handler for Gate {
     async fn handle(&self, request: Request) -> Result<Actions, HandlerError> {
         let req = AccessRequest::from_spoe(&request)?;
-        let (decision, reason) = self.decide(&req);
-        let mut actions = Actions::new();
-        vars::set_decision(&mut actions, decision, reason);
-        Ok(actions)
+        let now = unix_now();
+        let outcome = self.decide(&req, now);
+        Ok(self.actions(&req, &outcome, now))
     }
 
-    fn on_failure(&self, _failure: Failure) -> Actions {
+    fn on_failure(&self, failure: Failure) -> Actions {
+        tracing::warn!(target: "audit", event = "decision_failed", failure = failure.as_str());
         vars::failure()
     }
 }

@@ -15,9 +15,16 @@ pub struct AccessRequest {
     pub cookie: Option<String>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
-    /// `Host`, lower-cased, without port.
+    /// `Host`, lower-cased, without port: what policy matches and assertions name.
     pub host: String,
+    /// `Host` as sent (with port), for the return URL after sign-in.
+    pub host_header: String,
+    /// The path, without query.
     pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
+    /// Whether the client connection is TLS (`ssl_fc`).
+    pub tls: bool,
     pub method: String,
     pub src: Option<IpAddr>,
     pub origin: Option<String>,
@@ -36,6 +43,15 @@ pub enum RequestError {
 }
 
 impl AccessRequest {
+    /// The URL the client asked for, to come back to after signing in.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        match &self.query {
+            Some(q) => format!("{scheme}://{}{}?{q}", self.host_header, self.path),
+            None => format!("{scheme}://{}{}", self.host_header, self.path),
+        }
+    }
+
     pub fn from_spoe(req: &Request) -> Result<Self, RequestError> {
         let m = req.message(MESSAGE).ok_or(RequestError::NoMessage)?;
         let text = |name| m.str(name).map(|v| v.map(str::to_owned));
@@ -44,7 +60,10 @@ impl AccessRequest {
             cookie: text("cookie")?,
             authorization: text("authorization")?,
             host: normalize_host(host),
+            host_header: host.to_owned(),
             path: m.str("path")?.unwrap_or("/").to_owned(),
+            query: text("query")?.filter(|q| !q.is_empty()),
+            tls: matches!(m.get("tls"), Some(keyward_spoa::TypedData::Bool(true))),
             method: m.str("method")?.unwrap_or("GET").to_owned(),
             src: m.ip("src")?,
             origin: text("origin")?,

@@ -46,11 +46,11 @@ pub fn router(registry: Registry, ready: Readiness) -> Router {
         .with_state(Ops { registry, ready })
 }
 
-/// Binds `addr`; the returned future serves until `shutdown` is cancelled.
+/// Binds `addr` and serves `app` (the ops [`router`], possibly with more routes merged
+/// in); the returned future serves until `shutdown` is cancelled.
 pub async fn bind(
     addr: SocketAddr,
-    registry: Registry,
-    ready: Readiness,
+    app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -58,7 +58,6 @@ pub async fn bind(
 )> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(registry, ready);
     let serve = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

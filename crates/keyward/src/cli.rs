@@ -1,56 +1,134 @@
 //! Command-line interface.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use keyward_config::Config;
+use keyward_store::Kind;
+
+use crate::admin;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "keyward",
-    version,
-    about = "FIDO2 identity for HAProxy, enforced by an SPOE agent"
-)]
+#[command(name = "keyward", version, about = "FIDO2 identity for HAProxy, enforced by an SPOE agent")]
 pub struct Cli {
+    /// keyward.toml (default: $KEYWARD_CONFIG or /etc/keyward/keyward.toml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent: SPOA listener(s) and the ops listener.
-    Serve {
-        /// keyward.toml (default: $KEYWARD_CONFIG or /etc/keyward/keyward.toml).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    /// Run the agent: SPOA, portal and ops listeners.
+    Serve,
     /// Validate the configuration and exit: 0 when it is usable.
-    CheckConfig {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+    CheckConfig,
+    /// Manage the key ring (session and assertion keys).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Mint session tokens for automation and break-glass access.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Revoke sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create the key ring file (mode 0600).
+    Generate,
+    /// Make new active keys; old ones verify until the longest session expired.
+    Rotate {
+        /// Only the session key.
+        #[arg(long)]
+        session: bool,
+        /// Only the assertion key.
+        #[arg(long)]
+        assertion: bool,
     },
+    /// Show keys, their state and ids (never secrets).
+    List,
+    /// Stop verifying with a key now.
+    Retire { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a new session token (audited).
+    Mint {
+        #[arg(long)]
+        user: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 15m (at most session.max_lifetime).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+        ttl: Duration,
+        /// Device id to attribute the session to.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCmd {
+    /// Revoke one session, all sessions of a user, or all sessions made with a device.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct RevokeArgs {
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
+        let path = self.config.clone().unwrap_or_else(keyward_config::default_path);
+        let cfg = Config::load(&path)?;
+        if let Command::CheckConfig = self.command {
+            println!("{}: ok", path.display());
+            return Ok(());
+        }
+        let logs = crate::telemetry::init(&cfg.log, &cfg.audit)?;
         match self.command {
-            Command::Serve { config } => {
-                let path = config.unwrap_or_else(keyward_config::default_path);
-                let cfg = Config::load(&path)?;
-                let logs = crate::telemetry::init(&cfg.log)?;
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the async runtime")?
-                    .block_on(crate::serve::serve(path, cfg, logs))
+            Command::Serve => runtime()?.block_on(crate::serve::serve(path, cfg, logs)),
+            Command::CheckConfig => Ok(()),
+            Command::Keys(KeysCmd::Generate) => admin::keys_generate(&cfg),
+            Command::Keys(KeysCmd::Rotate { session, assertion }) => admin::keys_rotate(&cfg, session, assertion),
+            Command::Keys(KeysCmd::List) => admin::keys_list(&cfg),
+            Command::Keys(KeysCmd::Retire { id }) => admin::keys_retire(&cfg, &id),
+            Command::Token(TokenCmd::Mint { user, roles, ttl, device, email }) => {
+                let roles = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+                admin::token_mint(&cfg, admin::Mint { user, roles, ttl, device, email })
             }
-            Command::CheckConfig { config } => {
-                let path = config.unwrap_or_else(keyward_config::default_path);
-                Config::load(&path)?;
-                println!("{}: ok", path.display());
-                Ok(())
+            Command::Sessions(SessionsCmd::Revoke(args)) => {
+                let (kind, subject) = match (args.session, args.user, args.device) {
+                    (Some(s), _, _) => (Kind::Session, s),
+                    (_, Some(u), _) => (Kind::User, u),
+                    (_, _, Some(d)) => (Kind::Device, d),
+                    _ => anyhow::bail!("give one of --session, --user or --device"),
+                };
+                runtime()?.block_on(admin::sessions_revoke(&cfg, kind, &subject))
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

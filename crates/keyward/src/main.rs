@@ -1,7 +1,9 @@
 //! `keyward`: load the config, set up logging, build the parts, run, wait.
 
+mod admin;
 mod cli;
 mod serve;
+mod state;
 mod telemetry;
 
 use clap::Parser;

@@ -1,30 +1,49 @@
-//! `keyward serve`: bind, run until SIGTERM/SIGINT, reload on SIGHUP or config change.
+//! `keyward serve`: build the parts, bind, run until SIGTERM/SIGINT; reload on SIGHUP or
+//! when the config, key-ring or policy file changes; keep revocations current.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
 use keyward_config::Config;
-use keyward_gate::Gate;
+use keyward_gate::{Gate, GateMetrics, Keys};
+use keyward_session::keyring::{KeyKind, KeyState};
 use keyward_ops::Readiness;
 use keyward_spoa::{CancellationToken, LimitsHandle, Listener, Metrics, Server};
+use keyward_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{signal, SignalKind};
 
+use crate::state::{self, Revoker};
 use crate::telemetry::LogHandle;
 
-/// How often the config file's modification time is checked.
+/// How often watched files' modification times are checked.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// The path the CLI posts to after a revocation, so it applies at once.
+pub const REFRESH_PATH: &str = "/admin/revocations/refresh";
 
 pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Result<()> {
     let registry = Registry::new();
     let spoa_metrics = Metrics::register(&registry).context("registering metrics")?;
+    let gate_metrics = GateMetrics::register(&registry).context("registering metrics")?;
     let reloads = IntCounterVec::new(
-        Opts::new("config_reloads_total", "Configuration reloads, by result").namespace("keyward"),
+        Opts::new("config_reloads_total", "Reloads of the config, key ring or policy, by result").namespace("keyward"),
         &["result"],
     )?;
     registry.register(Box::new(reloads.clone()))?;
+
+    let ring = state::load_ring(&cfg.session.keyring)?;
+    let policy = state::load_policy(&cfg.policy.file)?;
+    let store = Store::open(&cfg.store.url).await?;
+    let gate = Arc::new(Gate::new(state::gate_config(&cfg), policy, Keys::new(ring), gate_metrics));
+    let horizon = (cfg.session.max_lifetime + cfg.session.leeway).as_secs() as i64;
+    let revoker = Arc::new(Revoker::new(store.clone(), gate.clone(), horizon));
+    let loaded = revoker.refresh().await.context("loading revocations from the store")?;
+    tracing::info!(revocations = loaded, "revocations loaded");
 
     let mut listeners = Vec::new();
     for addr in cfg.spoa.listen_addrs() {
@@ -37,38 +56,72 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
 
     let shutdown = CancellationToken::new();
     let ready = Readiness::default();
-    let (ops_addr, ops) = keyward_ops::bind(
-        cfg.ops.listen,
-        registry.clone(),
-        ready.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("`ops.listen`: cannot listen on {}", cfg.ops.listen))?;
+    let ops_app = keyward_ops::router(registry.clone(), ready.clone())
+        .merge(Router::new().route(REFRESH_PATH, post(refresh)).with_state(revoker.clone()));
+    let (ops_addr, ops) = keyward_ops::bind(cfg.ops.listen, ops_app, shutdown.clone())
+        .await
+        .with_context(|| format!("`ops.listen`: cannot listen on {}", cfg.ops.listen))?;
     tracing::info!(addr = %ops_addr, "ops listening (/metrics, /healthz, /readyz)");
+    let (portal_addr, portal) = keyward_portal::bind(cfg.portal.listen, keyward_portal::router(gate.clone()), shutdown.clone())
+        .await
+        .with_context(|| format!("`portal.listen`: cannot listen on {}", cfg.portal.listen))?;
+    tracing::info!(addr = %portal_addr, "portal listening");
     let ops = tokio::spawn(ops);
+    let portal = tokio::spawn(portal);
+    let poller = tokio::spawn(poll_revocations(revoker.clone(), cfg.store.revocation_poll, shutdown.clone()));
 
-    let server = Server::new(Arc::new(Gate::new()), cfg.spoa.limits(), spoa_metrics);
+    let server = Server::new(gate.clone(), cfg.spoa.limits(), spoa_metrics);
     let limits = server.limits();
     let spoa = tokio::spawn(server.run(listeners, shutdown.clone()));
     ready.set(true);
 
-    let mut reloader = Reloader {
-        path,
-        current: cfg,
-        limits,
-        logs,
-        reloads,
-    };
+    let mut reloader = Reloader { path, current: cfg, limits, logs, reloads, gate };
     wait_for_shutdown(&mut reloader).await?;
 
     tracing::info!("shutting down: draining SPOA connections");
     ready.set(false);
     shutdown.cancel();
     spoa.await.context("SPOA server task")?;
+    poller.await.context("revocation poller")?;
     ops.await.context("ops task")??;
+    portal.await.context("portal task")??;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn refresh(State(revoker): State<Arc<Revoker>>) -> (axum::http::StatusCode, String) {
+    match revoker.refresh().await {
+        Ok(n) => (axum::http::StatusCode::OK, format!("applied {n}\n")),
+        Err(err) => {
+            tracing::error!(%err, "revocation refresh failed");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n".into())
+        }
+    }
+}
+
+async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = revoker.refresh().await {
+            // Keep the revocations already in memory; retry on the next tick.
+            tracing::error!(%err, "reading revocations from the store failed");
+        }
+        n += 1;
+        if n % 600 == 0 {
+            match revoker.store.purge_revocations(state::unix_now()).await {
+                Ok(purged) if purged > 0 => tracing::info!(purged, "expired revocations purged"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "purging expired revocations failed"),
+            }
+        }
+    }
 }
 
 async fn wait_for_shutdown(reloader: &mut Reloader) -> anyhow::Result<()> {
@@ -76,22 +129,26 @@ async fn wait_for_shutdown(reloader: &mut Reloader) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    let mut seen = modified(&reloader.path);
+    let mut seen = reloader.stamps();
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading configuration");
+                tracing::info!("SIGHUP: reloading configuration, key ring and policy");
                 reloader.reload();
+                seen = reloader.stamps();
             }
             _ = tick.tick() => {
-                let now = modified(&reloader.path);
+                let now = reloader.stamps();
                 if now != seen {
                     seen = now;
-                    tracing::info!("configuration file changed: reloading");
+                    tracing::info!("a watched file changed: reloading");
                     reloader.reload();
                 }
+                // Keys whose verification window has passed stop verifying even when
+                // nobody ran `keyward keys retire`.
+                reloader.retire_expired_keys();
             }
         }
     }
@@ -107,33 +164,102 @@ struct Reloader {
     limits: LimitsHandle,
     logs: LogHandle,
     reloads: IntCounterVec,
+    gate: Arc<Gate>,
 }
 
 impl Reloader {
-    /// Applies what can change without dropping connections; keeps the running config
-    /// when the new one is invalid.
+    fn stamps(&self) -> [Option<SystemTime>; 3] {
+        [
+            modified(&self.path),
+            modified(&self.current.session.keyring),
+            modified(&self.current.policy.file),
+        ]
+    }
+
+    fn result(&self, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// Applies what can change without dropping connections; keeps what is running
+    /// when a new file is invalid.
     fn reload(&mut self) {
-        let new = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(err) => {
-                self.reloads.with_label_values(&["error"]).inc();
-                tracing::error!(%err, "new configuration rejected; keeping the running one");
-                return;
+        match Config::load(&self.path) {
+            Ok(new) => {
+                if new.spoa.listen != self.current.spoa.listen
+                    || new.ops.listen != self.current.ops.listen
+                    || new.portal.listen != self.current.portal.listen
+                    || new.store != self.current.store
+                    || new.session != self.current.session
+                    || new.assertion != self.current.assertion
+                    || new.portal != self.current.portal
+                {
+                    tracing::warn!("listen addresses, [session], [assertion], [portal] and [store] take effect on restart");
+                }
+                self.limits.store(new.spoa.limits());
+                if let Err(err) = self.logs.set_level(&new.log.level) {
+                    tracing::error!(%err, "log level not changed");
+                }
+                let policy_moved = new.policy.file != self.current.policy.file;
+                self.current.spoa = new.spoa;
+                self.current.log = new.log;
+                self.current.policy = new.policy;
+                if policy_moved {
+                    tracing::info!(file = %self.current.policy.file.display(), "policy file changed");
+                }
+                self.result(true);
             }
-        };
-        if new.spoa.listen != self.current.spoa.listen || new.ops.listen != self.current.ops.listen
-        {
-            tracing::warn!("listen addresses changed; they take effect on restart");
+            Err(err) => {
+                self.result(false);
+                tracing::error!(%err, "new configuration rejected; keeping the running one");
+            }
         }
-        if new.log.format != self.current.log.format {
-            tracing::warn!("log.format changed; it takes effect on restart");
+        match state::load_policy(&self.current.policy.file) {
+            Ok(policy) => {
+                tracing::info!(rules = policy.len(), "policy loaded");
+                self.gate.set_policy(policy);
+            }
+            Err(err) => {
+                self.result(false);
+                tracing::error!(err = format!("{err:#}"), "new policy rejected; keeping the running one");
+            }
         }
-        self.limits.store(new.spoa.limits());
-        if let Err(err) = self.logs.set_level(&new.log.level) {
-            tracing::error!(%err, "log level not changed");
+        match state::load_ring(&self.current.session.keyring) {
+            Ok(ring) => {
+                let generation = ring.generation();
+                self.gate.set_keys(Keys::new(ring));
+                tracing::info!(generation, "key ring loaded");
+                tracing::info!(target: "audit", event = "keyring_loaded", generation);
+            }
+            Err(err) => {
+                self.result(false);
+                tracing::error!(err = format!("{err:#}"), "key ring rejected; keeping the running one");
+            }
         }
-        self.reloads.with_label_values(&["ok"]).inc();
-        tracing::info!("configuration reloaded");
-        self.current = new;
+    }
+
+    /// Keys past their verification window stop verifying in this agent even when no
+    /// one has run `keyward keys rotate` or `retire` since (the file is not written).
+    fn retire_expired_keys(&self) {
+        let now = state::unix_now();
+        let lifetime = (self.current.session.max_lifetime + self.current.session.leeway).as_secs() as i64;
+        let ttl = (self.current.assertion.ttl + self.current.session.leeway).as_secs() as i64;
+        let due = self.gate.keys().ring.list().iter().any(|k| match k.state {
+            KeyState::Verify { since } => {
+                let window = if k.kind == KeyKind::Session { lifetime } else { ttl };
+                since + window < now
+            }
+            _ => false,
+        });
+        if !due {
+            return;
+        }
+        match state::load_ring(&self.current.session.keyring) {
+            Ok(mut ring) => {
+                let retired = ring.retire_expired(now, lifetime, ttl);
+                tracing::info!(target: "audit", event = "keys_retired", keys = retired.join(","));
+                self.gate.set_keys(Keys::new(ring));
+            }
+            Err(err) => tracing::error!(err = format!("{err:#}"), "key ring unreadable; expired keys not retired"),
+        }
     }
 }

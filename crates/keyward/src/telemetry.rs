@@ -1,10 +1,20 @@
-//! Logging: text or JSON lines on stderr, filter reloadable at run time.
+//! Logging: operational logs (text or JSON) on stderr with a filter reloadable at run
+//! time, and audit events (target `audit`) as JSON lines on their own stream: a file
+//! when `[audit] file` is set, standard output otherwise. Audit events are never
+//! filtered by the log level.
+
+use std::fs::OpenOptions;
+use std::sync::Mutex;
 
 use anyhow::Context;
-use keyward_config::{LogConfig, LogFormat};
+use keyward_config::{AuditConfig, LogConfig, LogFormat};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+/// The tracing target of audit events.
+pub const AUDIT: &str = "audit";
 
 /// Changes the log filter of the running process.
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
@@ -18,23 +28,36 @@ impl LogHandle {
 
 fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => {
-            EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")
-        }
-        _ => EnvFilter::try_new(level).with_context(|| {
-            format!("`log.level`: `{level}` is not a valid filter (try \"info\")")
-        }),
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid filter"),
+        _ => EnvFilter::try_new(level)
+            .with_context(|| format!("`log.level`: `{level}` is not a valid filter (try \"info\")")),
     }
 }
 
-pub fn init(cfg: &LogConfig) -> anyhow::Result<LogHandle> {
-    let (filter, handle) = reload::Layer::new(filter(&cfg.level)?);
-    let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match cfg.format {
-        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
-        LogFormat::Text => registry.with(fmt).try_init(),
-    }
-    .context("installing the log subscriber")?;
+pub fn init(cfg: &LogConfig, audit: &AuditConfig) -> anyhow::Result<LogHandle> {
+    let (level, handle) = reload::Layer::new(filter(&cfg.level)?);
+    let not_audit = filter_fn(|m| m.target() != AUDIT);
+    let ops = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ops = match cfg.format {
+        LogFormat::Json => ops.json().flatten_event(true).boxed(),
+        LogFormat::Text => ops.boxed(),
+    };
+    let audit_layer = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
+    let audit_layer = match &audit.file {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("`audit.file`: cannot append to {}", path.display()))?;
+            audit_layer.with_writer(Mutex::new(file)).boxed()
+        }
+        None => audit_layer.with_writer(std::io::stdout).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(ops.with_filter(level.and(not_audit)))
+        .with(audit_layer.with_filter(filter_fn(|m| m.target() == AUDIT)))
+        .try_init()
+        .context("installing the log subscriber")?;
     Ok(LogHandle(handle))
 }

@@ -1,0 +1,110 @@
+//! Finding the session token in a request: the session cookie, or an
+//! `Authorization: Bearer` header for API clients. Both headers are attacker-controlled:
+//! parsing is linear, allocation-free, and bounded by what HAProxy accepted.
+
+/// Where the token came from (for metrics and audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cookie,
+    Bearer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cookie => "cookie",
+            Source::Bearer => "bearer",
+        }
+    }
+}
+
+/// The session token in the request, if any. An explicit `Authorization: Bearer`
+/// wins over the cookie.
+pub fn find<'a>(cookie: Option<&'a str>, authorization: Option<&'a str>, cookie_name: &str) -> Option<(&'a str, Source)> {
+    if let Some(token) = authorization.and_then(bearer) {
+        return Some((token, Source::Bearer));
+    }
+    cookie.and_then(|c| cookie_value(c, cookie_name)).map(|t| (t, Source::Cookie))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The value of the first cookie called `name` in a `Cookie` header
+/// (`a=1; name=value; b=2`). Surrounding double quotes are removed.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        if n.trim() != name {
+            return None;
+        }
+        let v = v.trim();
+        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cookies() {
+        let h = "theme=dark; keyward_session=v4.local.abc; other=1";
+        assert_eq!(cookie_value(h, "keyward_session"), Some("v4.local.abc"));
+        assert_eq!(cookie_value(h, "keyward"), None);
+        assert_eq!(cookie_value("keyward_session=\"q\"", "keyward_session"), Some("q"));
+        assert_eq!(cookie_value("keyward_session=", "keyward_session"), None);
+        assert_eq!(cookie_value("xkeyward_session=1", "keyward_session"), None);
+        // The first one wins when a cookie is repeated.
+        assert_eq!(cookie_value("k=1; k=2", "k"), Some("1"));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer   abc  "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn bearer_wins_over_cookie() {
+        assert_eq!(find(Some("k=c"), Some("Bearer b"), "k"), Some(("b", Source::Bearer)));
+        assert_eq!(find(Some("k=c"), Some("Basic x"), "k"), Some(("c", Source::Cookie)));
+        assert_eq!(find(None, None, "k"), None);
+    }
+
+    #[test]
+    fn thousands_of_cookies() {
+        let mut h: String = (0..5000).map(|i| format!("c{i}=v{i}; ")).collect();
+        h.push_str("k=token");
+        assert_eq!(cookie_value(&h, "k"), Some("token"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(header in ".{0,512}", auth in ".{0,128}") {
+            let _ = find(Some(&header), Some(&auth), "keyward_session");
+        }
+
+        #[test]
+        fn finds_the_named_cookie_among_others(
+            before in prop::collection::vec(("[a-j]{1,8}", "[a-z0-9]{0,8}"), 0..20),
+            value in "[A-Za-z0-9._-]{1,64}",
+        ) {
+            let mut h: String = before.iter().map(|(n, v)| format!("{n}={v}; ")).collect();
+            h.push_str(&format!("keyward_session={value}"));
+            prop_assert_eq!(cookie_value(&h, "keyward_session"), Some(value.as_str()));
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Metrics of the request path, under `keyward_`. Labels: decision and reason only.
+
+use keyward_policy::{Decision, Reason};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+const DECISIONS: [Decision; 3] = [Decision::Allow, Decision::Login, Decision::Deny];
+
+#[derive(Debug, Clone)]
+pub struct GateMetrics {
+    /// decision x reason, resolved once.
+    decisions: Vec<IntCounter>,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub validation_seconds: Histogram,
+    pub keyring_generation: IntGauge,
+    pub revocations: IntGauge,
+    pub policy_rules: IntGauge,
+}
+
+impl GateMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let decisions = IntCounterVec::new(
+            Opts::new("decisions_total", "Request decisions, by decision and reason").namespace("keyward"),
+            &["decision", "reason"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        let mut resolved = Vec::with_capacity(DECISIONS.len() * Reason::ALL.len());
+        for d in DECISIONS {
+            for r in Reason::ALL {
+                resolved.push(decisions.with_label_values(&[d.as_str(), r.as_str()]));
+            }
+        }
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::with_opts(Opts::new(name, help).namespace("keyward"))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::with_opts(Opts::new(name, help).namespace("keyward"))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let validation_seconds = Histogram::with_opts(
+            HistogramOpts::new("token_validation_seconds", "Opening a session token on a cache miss")
+                .namespace("keyward")
+                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3]),
+        )?;
+        registry.register(Box::new(validation_seconds.clone()))?;
+        Ok(Self {
+            decisions: resolved,
+            cache_hits: counter("session_cache_hits_total", "Session tokens found in the cache")?,
+            cache_misses: counter("session_cache_misses_total", "Session tokens validated from scratch")?,
+            validation_seconds,
+            keyring_generation: gauge("keyring_generation", "Generation of the key ring in use (changes on rotation)")?,
+            revocations: gauge("revocations", "Revocations in force in memory")?,
+            policy_rules: gauge("policy_rules", "Rules in the route policy in use")?,
+        })
+    }
+
+    pub fn decision(&self, decision: Decision, reason: Reason) {
+        let d = DECISIONS.iter().position(|x| *x == decision).unwrap_or(0);
+        let r = Reason::ALL.iter().position(|x| *x == reason).unwrap_or(0);
+        if let Some(c) = self.decisions.get(d * Reason::ALL.len() + r) {
+            c.inc();
+        }
+    }
+}

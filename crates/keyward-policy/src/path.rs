@@ -1,0 +1,201 @@
+//! Path normalization before prefix matching, so that a public prefix cannot be used to
+//! reach a protected one (`/public/../admin` is matched as `/admin`).
+//!
+//! Only what changes which prefix a path falls under is normalized: repeated slashes are
+//! collapsed and `.` / `..` segments are resolved (RFC 3986 `remove_dot_segments`), with
+//! `%2e` / `%2E` read as `.` *when deciding whether a segment is a dot segment*. Nothing
+//! else is decoded: `%2f` stays `%2f`, so `/public/..%2fadmin` is one segment `..%2fadmin`
+//! under `/public/`, exactly as most upstream servers see it.
+
+use std::borrow::Cow;
+
+/// Normalizes a request path (without its query string) for prefix matching.
+///
+/// - repeated `/` collapse to one;
+/// - `.` segments are dropped, `..` segments remove the segment before them (never
+///   climbing above the root); `%2e` / `%2E` count as `.` in such segments;
+/// - a path that ends in a dot segment keeps a trailing `/` (`/a/b/..` gives `/a/`);
+/// - an empty path becomes `/`; a path that does not start with `/` gets one;
+/// - every other byte is kept as it is (no other percent-decoding, case unchanged).
+///
+/// Returns `Cow::Borrowed` when the path is already normal, without allocating.
+pub fn normalize_path(raw: &str) -> Cow<'_, str> {
+    if is_normal(raw) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(normalize_slow(raw))
+    }
+}
+
+/// True when `normalize_path(path) == path`: starts with `/`, no empty segment except a
+/// trailing one, no dot segment.
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || dot_segment(segment).is_some() {
+            return false;
+        }
+    }
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dot {
+    /// `.`
+    Current,
+    /// `..`
+    Parent,
+}
+
+/// Whether `segment` is `.` or `..`, with `%2e` / `%2E` accepted for each dot.
+fn dot_segment(segment: &str) -> Option<Dot> {
+    let b = segment.as_bytes();
+    let is_pct_dot = |s: &[u8]| s.eq_ignore_ascii_case(b"%2e");
+    let first = if b.first() == Some(&b'.') {
+        1
+    } else if b.len() >= 3 && is_pct_dot(&b[..3]) {
+        3
+    } else {
+        return None;
+    };
+    let rest = &b[first..];
+    if rest.is_empty() {
+        Some(Dot::Current)
+    } else if rest == b"." || is_pct_dot(rest) {
+        Some(Dot::Parent)
+    } else {
+        None
+    }
+}
+
+fn normalize_slow(raw: &str) -> String {
+    // Segments of the output, in order; empty segments (from `//`) are dropped.
+    let mut out: Vec<&str> = Vec::new();
+    // Whether the output ends with `/` after its last segment.
+    let mut trailing_slash = true;
+    for segment in raw.split('/') {
+        match dot_segment(segment) {
+            Some(Dot::Current) => trailing_slash = true,
+            Some(Dot::Parent) => {
+                out.pop();
+                trailing_slash = true;
+            }
+            None if segment.is_empty() => trailing_slash = true,
+            None => {
+                out.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut path = String::with_capacity(raw.len() + 1);
+    for segment in &out {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing_slash {
+        path.push('/');
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> String {
+        normalize_path(p).into_owned()
+    }
+
+    #[test]
+    fn resolves_dot_segments() {
+        assert_eq!(norm("/a/../b"), "/b");
+        assert_eq!(norm("/a/./b"), "/a/b");
+        assert_eq!(norm("/public/../admin"), "/admin");
+        assert_eq!(norm("/a/b/../../c"), "/c");
+        assert_eq!(norm("/a/b/.."), "/a/");
+        assert_eq!(norm("/a/b/."), "/a/b/");
+        assert_eq!(norm("/."), "/");
+        assert_eq!(norm("/.."), "/");
+    }
+
+    #[test]
+    fn dot_dot_never_climbs_above_root() {
+        assert_eq!(norm("/../x"), "/x");
+        assert_eq!(norm("/../../../admin"), "/admin");
+        assert_eq!(norm("/a/../../admin/"), "/admin/");
+    }
+
+    #[test]
+    fn percent_encoded_dots_count_in_dot_segments() {
+        assert_eq!(norm("/a/%2e%2e/b"), "/b");
+        assert_eq!(norm("/a/%2E%2E/b"), "/b");
+        assert_eq!(norm("/a/.%2e/b"), "/b");
+        assert_eq!(norm("/a/%2e./b"), "/b");
+        assert_eq!(norm("/a/%2e/b"), "/a/b");
+        assert_eq!(norm("/public/%2e%2e/admin"), "/admin");
+    }
+
+    #[test]
+    fn nothing_else_is_decoded() {
+        // `%2f` is not a separator here: one segment `..%2fadmin` under /public/.
+        assert_eq!(norm("/public/..%2fadmin"), "/public/..%2fadmin");
+        assert!(matches!(
+            normalize_path("/public/..%2fadmin"),
+            Cow::Borrowed(_)
+        ));
+        // %2e outside a dot segment is left alone, as are other escapes and case.
+        assert_eq!(norm("/a%2eb/%41dmin"), "/a%2eb/%41dmin");
+        assert_eq!(norm("/A/./B"), "/A/B");
+        // Segments that merely start or end with dots are ordinary.
+        assert_eq!(norm("/.well-known/x"), "/.well-known/x");
+        assert_eq!(norm("/a/.../b"), "/a/.../b");
+        assert_eq!(norm("/a/..b/c."), "/a/..b/c.");
+        assert_eq!(norm("/a/%2e%2e%2e"), "/a/%2e%2e%2e");
+    }
+
+    #[test]
+    fn collapses_slashes() {
+        assert_eq!(norm("//admin"), "/admin");
+        assert_eq!(norm("/a//b///c"), "/a/b/c");
+        assert_eq!(norm("/a//"), "/a/");
+        assert_eq!(norm("//"), "/");
+    }
+
+    #[test]
+    fn empty_and_relative() {
+        assert_eq!(norm(""), "/");
+        assert_eq!(norm("a/b"), "/a/b");
+        assert_eq!(norm("../admin"), "/admin");
+        assert_eq!(norm("*"), "/*");
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.c",
+            "/static/app.js",
+            "/.well-known/x",
+            "/%2e%2e%2e",
+        ] {
+            assert!(
+                matches!(normalize_path(p), Cow::Borrowed(b) if b == p),
+                "{p}"
+            );
+        }
+        for p in ["", "//", "/./", "/a/..", "/a/%2e", "a"] {
+            assert!(matches!(normalize_path(p), Cow::Owned(_)), "{p}");
+        }
+    }
+
+    #[test]
+    fn keeps_multibyte_text() {
+        assert_eq!(norm("/ä//ö/../ü"), "/ä/ü");
+    }
+}

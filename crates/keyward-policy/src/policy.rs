@@ -1,0 +1,98 @@
+//! [`Policy`]: the compiled rule list and the decision for one request.
+//!
+//! First matching rule wins; no match is a deny. `evaluate` is a pure function of the
+//! request, the session state and `now`, and does not allocate unless the request path
+//! needs normalizing.
+
+use crate::error::PolicyError;
+use crate::file;
+use crate::path::normalize_path;
+use crate::rule::{Access, Rule, Shortfall};
+use crate::verdict::{Decision, Reason, RequestFacts, SessionState, Verdict};
+
+/// A loaded route policy: an ordered list of rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Parses, validates and compiles a policy file (TOML).
+    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        Ok(Policy {
+            rules: file::parse(text)?,
+        })
+    }
+
+    /// A policy without rules: every request is denied.
+    pub fn empty() -> Policy {
+        Policy { rules: Vec::new() }
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The `name` of the rule at `index` (as in [`Verdict::rule`]).
+    pub fn rule_name(&self, index: usize) -> Option<&str> {
+        self.rules.get(index).map(|r| r.name.as_str())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rules_for_tests(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Decides on one request. `now` is the current time in unix seconds.
+    ///
+    /// The first rule whose hosts, paths, methods and sources all match decides. A public
+    /// rule allows; any other rule needs a valid session, then checks roles (`deny`,
+    /// `forbidden`), the device class (`deny`, `device_not_allowed`) and the age of the
+    /// login (`login`, `stale_auth`), in that order.
+    pub fn evaluate(&self, req: &RequestFacts<'_>, session: SessionState<'_>, now: i64) -> Verdict {
+        let path = normalize_path(req.path);
+        let src = req.src.map(|ip| ip.to_canonical());
+        let Some((index, rule)) = self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.matches(req.host, &path, req.method, src))
+        else {
+            return Verdict {
+                decision: Decision::Deny,
+                reason: Reason::Forbidden,
+                rule: None,
+            };
+        };
+        let verdict = |decision, reason| Verdict {
+            decision,
+            reason,
+            rule: Some(index),
+        };
+        let requirements = match &rule.access {
+            Access::Public => return verdict(Decision::Allow, Reason::Ok),
+            Access::Session(requirements) => requirements,
+        };
+        let claims = match session {
+            SessionState::None => return verdict(Decision::Login, Reason::NoSession),
+            SessionState::Expired => return verdict(Decision::Login, Reason::Expired),
+            SessionState::Invalid => return verdict(Decision::Login, Reason::Invalid),
+            SessionState::Revoked => return verdict(Decision::Login, Reason::Revoked),
+            SessionState::Valid(claims) => claims,
+        };
+        match requirements.check(claims, now) {
+            Ok(()) => verdict(Decision::Allow, Reason::Ok),
+            Err(Shortfall::Role) => verdict(Decision::Deny, Reason::Forbidden),
+            Err(Shortfall::Device) => verdict(Decision::Deny, Reason::DeviceNotAllowed),
+            Err(Shortfall::StaleAuth) => verdict(Decision::Login, Reason::StaleAuth),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

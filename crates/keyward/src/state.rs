@@ -1,0 +1,88 @@
+//! Loading what the agent decides with (key ring, policy) and keeping it current:
+//! revocations from the store, files reloaded when they change.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use keyward_config::Config;
+use keyward_gate::{AssertionConfig, Gate, GateConfig};
+use keyward_policy::Policy;
+use keyward_session::keyring::{file as ringfile, KeyRing};
+use keyward_store::Store;
+use tokio::sync::Mutex;
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn os_random(buf: &mut [u8]) {
+    if let Err(err) = getrandom::fill(buf) {
+        // Without randomness no key or session id can be made safely.
+        panic!("the operating system's random source failed: {err}");
+    }
+}
+
+pub fn load_ring(path: &Path) -> anyhow::Result<KeyRing> {
+    ringfile::load(path).with_context(|| {
+        format!(
+            "`session.keyring`: cannot use {} (create it with `keyward keys generate`)",
+            path.display()
+        )
+    })
+}
+
+pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("`policy.file`: cannot read {} (see docs/policy.md)", path.display()))?;
+    Policy::from_toml(&text).with_context(|| format!("`policy.file`: {} is invalid", path.display()))
+}
+
+pub fn gate_config(cfg: &Config) -> GateConfig {
+    GateConfig {
+        cookie_name: cfg.session.cookie_name.clone(),
+        leeway: cfg.session.leeway.as_secs() as i64,
+        login_url: cfg.portal.login_url.clone(),
+        assertion: cfg.assertion.enabled.then(|| AssertionConfig {
+            issuer: cfg.assertion.issuer.clone(),
+            ttl_secs: cfg.assertion.ttl.as_secs() as i64,
+        }),
+        cache_capacity: cfg.session.cache_capacity,
+    }
+}
+
+/// Reads new revocations from the store into the gate. Shared by the poller and the
+/// on-demand refresh the CLI triggers.
+#[derive(Debug)]
+pub struct Revoker {
+    pub store: Store,
+    pub gate: Arc<Gate>,
+    /// Seconds after which a revocation can no longer match a valid token.
+    pub horizon: i64,
+    lock: Mutex<()>,
+}
+
+impl Revoker {
+    pub fn new(store: Store, gate: Arc<Gate>, horizon: i64) -> Self {
+        Self { store, gate, horizon, lock: Mutex::new(()) }
+    }
+
+    /// Applies what the store has that the gate has not seen. Returns the number of new
+    /// entries.
+    pub async fn refresh(&self) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.lock.lock().await;
+        let now = unix_now();
+        let current = self.gate.revocations();
+        let new = self.store.revocations_since(current.last_id(), now).await?;
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let mut next = (*current).clone();
+        next.apply(&new);
+        next.forget_before(now - self.horizon);
+        self.gate.set_revocations(next);
+        Ok(new.len())
+    }
+}

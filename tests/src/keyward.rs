@@ -1,0 +1,131 @@
+//! The real `keyward` binary, configured in a temp dir: key ring, policy, SQLite store
+//! and audit log all inside it, listeners on free loopback ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::http::get;
+use crate::process::Proc;
+use crate::{eventually, free_port, keyward_bin, loopback, wait_listening};
+
+#[derive(Debug)]
+pub struct Keyward {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub policy: PathBuf,
+    pub spoa: SocketAddr,
+    pub ops: SocketAddr,
+    pub portal: SocketAddr,
+    proc: Option<Proc>,
+}
+
+impl Keyward {
+    /// Writes the config and `policy`, generates the key ring, starts `keyward serve`
+    /// and waits until it is ready. `extra` is appended to keyward.toml.
+    pub async fn start(policy: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let (spoa, ops, portal) = (loopback(free_port()), loopback(free_port()), loopback(free_port()));
+        let config = d.join("keyward.toml");
+        let policy_path = d.join("policy.toml");
+        std::fs::write(&policy_path, policy).expect("write policy");
+        let toml = format!(
+            r#"version = 1
+[spoa]
+listen = ["{spoa}"]
+[ops]
+listen = "{ops}"
+[portal]
+listen = "{portal}"
+login_url = "http://auth.test/.keyward/login"
+[session]
+keyring = "{d}/keyring.toml"
+leeway = "0s"
+[assertion]
+issuer = "https://auth.test"
+[policy]
+file = "{policy}"
+[store]
+url = "sqlite://{d}/keyward.db"
+[audit]
+file = "{d}/audit.jsonl"
+{extra}
+"#,
+            d = d.display(),
+            policy = policy_path.display(),
+        );
+        std::fs::write(&config, toml).expect("write config");
+        let mut k = Self { dir, config, policy: policy_path, spoa, ops, portal, proc: None };
+        let out = k.cli(&["keys", "generate"]);
+        assert!(out.status.success(), "keys generate: {}", String::from_utf8_lossy(&out.stderr));
+        k.restart().await;
+        k
+    }
+
+    /// Starts (again) `keyward serve` and waits for /readyz.
+    pub async fn restart(&mut self) {
+        self.proc = Some(Proc::spawn(
+            "keyward",
+            Command::new(keyward_bin()).arg("serve").arg("--config").arg(&self.config),
+        ));
+        wait_listening(self.spoa, "keyward SPOA").await;
+        let ops = self.ops;
+        eventually(Duration::from_secs(10), "keyward /readyz", || async move {
+            get(ops, "/readyz", &[]).await.ok().filter(|r| r.status == 200).map(|_| ())
+        })
+        .await;
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn proc(&self) -> Option<&Proc> {
+        self.proc.as_ref()
+    }
+
+    /// Runs `keyward <args> --config <config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(keyward_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run keyward")
+    }
+
+    /// `keyward token mint`; returns the token.
+    pub fn mint(&self, user: &str, roles: &str, ttl: &str, device: Option<&str>) -> String {
+        let mut args = vec!["token", "mint", "--user", user, "--roles", roles, "--ttl", ttl];
+        if let Some(d) = device {
+            args.extend(["--device", d]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "mint: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The value of one series in /metrics (0 when absent), e.g.
+    /// `keyward_decisions_total{decision="login",reason="expired"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let body = get(self.ops, "/metrics", &[]).await.expect("metrics").body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// The audit log so far.
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
+    }
+}
+
+/// The counter of one decision/reason pair.
+pub fn decision(decision: &str, reason: &str) -> String {
+    format!("keyward_decisions_total{{decision=\"{decision}\",reason=\"{reason}\"}}")
+}
