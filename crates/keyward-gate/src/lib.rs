@@ -145,6 +145,12 @@ impl Gate {
         self.revocations.store(Arc::new(revocations));
     }
 
+    /// Sessions in the cache (after pending evictions ran).
+    pub fn cached_sessions(&self) -> u64 {
+        self.sessions.run_pending_tasks();
+        self.sessions.entry_count()
+    }
+
     /// Decides on one request at `now` (unix seconds).
     pub fn decide(&self, req: &AccessRequest, now: i64) -> Outcome {
         let found = credential::find(req.cookie.as_deref(), req.authorization.as_deref(), &self.cfg.cookie_name);
@@ -281,3 +287,6 @@ impl Handler for Gate {
         vars::failure()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,13 @@
 //! Path normalization before prefix matching, so that a public prefix cannot be used to
 //! reach a protected one (`/public/../admin` is matched as `/admin`).
 //!
-//! Only what changes which prefix a path falls under is normalized: repeated slashes are
-//! collapsed and `.` / `..` segments are resolved (RFC 3986 `remove_dot_segments`), with
-//! `%2e` / `%2E` read as `.` *when deciding whether a segment is a dot segment*. Nothing
-//! else is decoded: `%2f` stays `%2f`, so `/public/..%2fadmin` is one segment `..%2fadmin`
-//! under `/public/`, exactly as most upstream servers see it.
+//! Only what changes which prefix a path falls under is normalized: percent-encoded
+//! *unreserved* characters (`A-Z a-z 0-9 - . _ ~`, which RFC 3986 6.2.2.2 makes
+//! equivalent to their decoded form) are decoded, so `/%61dmin` is matched as `/admin`;
+//! repeated slashes are collapsed and `.` / `..` segments are resolved (RFC 3986
+//! `remove_dot_segments`). Reserved escapes stay: `%2f` stays `%2f`, so
+//! `/public/..%2fadmin` is one segment `..%2fadmin` under `/public/`, as most upstream
+//! servers see it.
 
 use std::borrow::Cow;
 
@@ -20,11 +22,57 @@ use std::borrow::Cow;
 ///
 /// Returns `Cow::Borrowed` when the path is already normal, without allocating.
 pub fn normalize_path(raw: &str) -> Cow<'_, str> {
-    if is_normal(raw) {
-        Cow::Borrowed(raw)
+    let decoded = decode_unreserved(raw);
+    if is_normal(&decoded) {
+        decoded
     } else {
-        Cow::Owned(normalize_slow(raw))
+        Cow::Owned(normalize_slow(&decoded))
     }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The byte a `%XX` at the start of `b` encodes, when it is an unreserved character.
+fn escaped_unreserved(b: &[u8]) -> Option<u8> {
+    match b {
+        [b'%', h, l, ..] => {
+            let v = hex(*h)? << 4 | hex(*l)?;
+            unreserved(v).then_some(v)
+        }
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes of unreserved characters; every other byte is kept.
+fn decode_unreserved(raw: &str) -> Cow<'_, str> {
+    let b = raw.as_bytes();
+    if !(0..b.len()).any(|i| escaped_unreserved(&b[i..]).is_some()) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(v) = escaped_unreserved(&b[i..]) {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII triplets were replaced by ASCII bytes: still valid UTF-8.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| raw.to_owned()))
 }
 
 /// True when `normalize_path(path) == path`: starts with `/`, no empty segment except a
@@ -140,21 +188,24 @@ mod tests {
     }
 
     #[test]
-    fn nothing_else_is_decoded() {
+    fn unreserved_escapes_are_decoded_reserved_ones_kept() {
         // `%2f` is not a separator here: one segment `..%2fadmin` under /public/.
         assert_eq!(norm("/public/..%2fadmin"), "/public/..%2fadmin");
         assert!(matches!(
             normalize_path("/public/..%2fadmin"),
             Cow::Borrowed(_)
         ));
-        // %2e outside a dot segment is left alone, as are other escapes and case.
-        assert_eq!(norm("/a%2eb/%41dmin"), "/a%2eb/%41dmin");
+        // Unreserved characters are the same decoded or not (RFC 3986 6.2.2.2).
+        assert_eq!(norm("/%61dmin"), "/admin");
+        assert_eq!(norm("/a%2eb/%41dmin"), "/a.b/Admin");
+        assert_eq!(norm("/%7euser/%5fx"), "/~user/_x");
+        assert_eq!(norm("/a%2Fb%3F%25%zz%4"), "/a%2Fb%3F%25%zz%4");
         assert_eq!(norm("/A/./B"), "/A/B");
         // Segments that merely start or end with dots are ordinary.
         assert_eq!(norm("/.well-known/x"), "/.well-known/x");
         assert_eq!(norm("/a/.../b"), "/a/.../b");
         assert_eq!(norm("/a/..b/c."), "/a/..b/c.");
-        assert_eq!(norm("/a/%2e%2e%2e"), "/a/%2e%2e%2e");
+        assert_eq!(norm("/a/%2e%2e%2e"), "/a/...");
     }
 
     #[test]
@@ -182,7 +233,7 @@ mod tests {
             "/a/b.c",
             "/static/app.js",
             "/.well-known/x",
-            "/%2e%2e%2e",
+            "/a%2Fb",
         ] {
             assert!(
                 matches!(normalize_path(p), Cow::Borrowed(b) if b == p),

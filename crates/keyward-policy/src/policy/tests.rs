@@ -313,3 +313,10 @@ fn no_rules_deny_everything() {
         );
     }
 }
+
+#[test]
+fn policy_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Policy>();
+    shareable::<crate::PolicyError>();
+}

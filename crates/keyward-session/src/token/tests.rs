@@ -293,11 +293,21 @@ fn huge_input_is_malformed_without_parsing() {
     let ring = ring(1);
     let huge = format!("{HEADER}{}", "A".repeat(64 * 1024));
     assert_eq!(open(&huge, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
-    let just_over = format!("{HEADER}{}", "A".repeat(MAX_TOKEN_LEN - HEADER.len() + 1));
-    assert_eq!(
-        open(&just_over, &ring, NOW, LEEWAY),
-        Err(TokenError::Malformed)
-    );
+    // Even authentic tokens are refused past the limit, so nothing big gets decoded.
+    let sized = |n: usize| {
+        let c = Claims { roles: vec!["r".repeat(n)], ..claims() };
+        (seal(&c, &ring).unwrap(), c)
+    };
+    let (big, _) = sized(48 * 1024);
+    assert_eq!(open(&big, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
+    let (short, _) = sized(0);
+    let room = (MAX_TOKEN_LEN - short.len()) * 3 / 4;
+    let (at_limit, c) = sized(room);
+    assert!(at_limit.len() <= MAX_TOKEN_LEN && at_limit.len() > MAX_TOKEN_LEN - 8);
+    assert_eq!(open(&at_limit, &ring, NOW, LEEWAY), Ok(c));
+    let (over, _) = sized(room + 6);
+    assert!(over.len() > MAX_TOKEN_LEN);
+    assert_eq!(open(&over, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
 }
 
 #[test]

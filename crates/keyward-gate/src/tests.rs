@@ -1,0 +1,226 @@
+use super::*;
+use keyward_session::{AuthMethod, Claims};
+use keyward_store::{Kind, Revocation};
+
+const NOW: i64 = 1_800_000_000;
+
+const POLICY: &str = r#"
+[[rule]]
+name = "health"
+paths = ["/healthz"]
+access = "public"
+
+[[rule]]
+name = "admin"
+paths = ["/admin"]
+access = "roles"
+roles = ["admin"]
+
+[[rule]]
+name = "fresh"
+paths = ["/fresh"]
+access = "authenticated"
+max_auth_age = "5m"
+
+[[rule]]
+name = "vault"
+paths = ["/vault"]
+access = "authenticated"
+device = "attested"
+
+[[rule]]
+name = "app"
+hosts = ["app.test"]
+access = "authenticated"
+"#;
+
+fn rng(seed: u8) -> impl FnMut(&mut [u8]) {
+    let mut n = 0u64;
+    move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 ^ u64::from(seed));
+            *b = (n >> 33) as u8;
+        }
+    }
+}
+
+fn ring(seed: u8) -> KeyRing {
+    KeyRing::generate(NOW - 100, &mut rng(seed)).unwrap()
+}
+
+fn gate_with(ring: KeyRing) -> Gate {
+    let cfg = GateConfig {
+        cookie_name: "kw".into(),
+        leeway: 30,
+        login_url: "https://auth.test/.keyward/login".into(),
+        assertion: Some(AssertionConfig { issuer: "https://auth.test".into(), ttl_secs: 300 }),
+        cache_capacity: 1000,
+    };
+    let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
+    Gate::new(cfg, Policy::from_toml(POLICY).unwrap(), Keys::new(ring), metrics)
+}
+
+fn claims(sub: &str, roles: &[&str]) -> Claims {
+    Claims {
+        sid: format!("sid-{sub}"),
+        sub: sub.into(),
+        email: Some(format!("{sub}@example.test")),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        dev: Some(format!("dev-{sub}")),
+        aaguid: None,
+        amr: AuthMethod::Passkey,
+        auth_time: NOW - 60,
+        iat: NOW - 60,
+        exp: NOW + 3600,
+    }
+}
+
+fn req(path: &str, token: Option<&str>) -> AccessRequest {
+    AccessRequest {
+        cookie: token.map(|t| format!("a=b; kw={t}")),
+        host: "app.test".into(),
+        host_header: "app.test:8443".into(),
+        path: path.into(),
+        method: "GET".into(),
+        tls: true,
+        ..AccessRequest::default()
+    }
+}
+
+fn verdict(g: &Gate, path: &str, token: Option<&str>, now: i64) -> (Decision, Reason) {
+    let v = g.decide(&req(path, token), now).verdict;
+    (v.decision, v.reason)
+}
+
+#[test]
+fn every_reason_is_reachable() {
+    let g = gate_with(ring(1));
+    let keys = g.keys();
+    let alice = token::seal(&claims("alice", &["dev"]), &keys.ring).unwrap();
+    let mut old_login = claims("olga", &["dev"]);
+    old_login.auth_time = NOW - 3600;
+    let old_login = token::seal(&old_login, &keys.ring).unwrap();
+    let mut short = claims("sam", &["dev"]);
+    short.iat = NOW - 200;
+    short.exp = NOW - 100;
+    let short = token::seal(&short, &keys.ring).unwrap();
+
+    assert_eq!(verdict(&g, "/", Some(&alice), NOW), (Decision::Allow, Reason::Ok));
+    assert_eq!(verdict(&g, "/", None, NOW), (Decision::Login, Reason::NoSession));
+    assert_eq!(verdict(&g, "/", Some(&short), NOW), (Decision::Login, Reason::Expired));
+    assert_eq!(verdict(&g, "/", Some("v4.local.forged"), NOW), (Decision::Login, Reason::Invalid));
+    assert_eq!(verdict(&g, "/admin", Some(&alice), NOW), (Decision::Deny, Reason::Forbidden));
+    assert_eq!(verdict(&g, "/fresh", Some(&old_login), NOW), (Decision::Login, Reason::StaleAuth));
+    assert_eq!(verdict(&g, "/vault", Some(&alice), NOW), (Decision::Deny, Reason::DeviceNotAllowed));
+    let mut revs = Revocations::default();
+    revs.apply(&[Revocation { id: 1, kind: Kind::Session, subject: "sid-alice".into(), at: NOW, until: NOW + 10 }]);
+    g.set_revocations(revs);
+    assert_eq!(verdict(&g, "/", Some(&alice), NOW), (Decision::Login, Reason::Revoked));
+    // Error is the handler's failure answer.
+    let failure = g.on_failure(Failure::Panic);
+    assert!(failure.as_slice().iter().all(|a| !matches!(a, spop::Action::SetVar { name, .. } if name == "decision")));
+}
+
+fn var<'a>(a: &'a Actions, name: &str) -> Option<&'a keyward_spoa::TypedData> {
+    a.as_slice().iter().find_map(|x| match x {
+        spop::Action::SetVar { name: n, value, .. } if n == name => Some(value),
+        _ => None,
+    })
+}
+
+fn text(v: Option<&keyward_spoa::TypedData>) -> Option<&str> {
+    match v {
+        Some(keyward_spoa::TypedData::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn allow_carries_identity_and_login_carries_the_return_url() {
+    let g = gate_with(ring(2));
+    let t = token::seal(&claims("bob", &["dev", "ops"]), &g.keys().ring).unwrap();
+    let r = req("/x", Some(&t));
+    let out = g.decide(&r, NOW);
+    let a = g.actions(&r, &out, NOW);
+    assert_eq!(text(var(&a, "decision")), Some("allow"));
+    assert_eq!(text(var(&a, "user")), Some("bob"));
+    assert_eq!(text(var(&a, "roles")), Some("dev,ops"));
+    assert_eq!(text(var(&a, "device")), Some("dev-bob"));
+    assert_eq!(text(var(&a, "session")), Some("sid-bob"));
+    let jwt = text(var(&a, "assertion")).unwrap().to_owned();
+    // Signed once per session and audience: the second answer reuses it.
+    let a2 = g.actions(&r, &g.decide(&r, NOW + 10), NOW + 10);
+    assert_eq!(text(var(&a2, "assertion")), Some(jwt.as_str()));
+    // ...and re-signed once it nears expiry.
+    let a3 = g.actions(&r, &g.decide(&r, NOW + 290), NOW + 290);
+    assert_ne!(text(var(&a3, "assertion")), Some(jwt.as_str()));
+
+    let mut r = req("/reports", None);
+    r.query = Some("q=1&x=<y>".into());
+    let a = g.actions(&r, &g.decide(&r, NOW), NOW);
+    assert_eq!(
+        text(var(&a, "login_url")),
+        Some("https://auth.test/.keyward/login?rd=https%3A%2F%2Fapp%2Etest%3A8443%2Freports%3Fq%3D1%26x%3D%3Cy%3E")
+    );
+    assert_eq!(var(&a, "user"), None);
+}
+
+#[test]
+fn a_revoked_session_gets_no_identity_even_on_a_public_route() {
+    let g = gate_with(ring(3));
+    let t = token::seal(&claims("eve", &[]), &g.keys().ring).unwrap();
+    let mut revs = Revocations::default();
+    revs.apply(&[Revocation { id: 1, kind: Kind::User, subject: "eve".into(), at: NOW, until: NOW + 10 }]);
+    g.set_revocations(revs);
+    let r = req("/healthz", Some(&t));
+    let out = g.decide(&r, NOW);
+    assert_eq!((out.verdict.decision, out.verdict.reason), (Decision::Allow, Reason::Ok));
+    let a = g.actions(&r, &out, NOW);
+    assert_eq!(var(&a, "user"), None);
+    assert_eq!(var(&a, "assertion"), None);
+}
+
+#[test]
+fn forged_tokens_do_not_grow_the_cache() {
+    let g = gate_with(ring(4));
+    for i in 0..5_000 {
+        let forged = format!("v4.local.{i:0>200}");
+        assert_eq!(verdict(&g, "/", Some(&forged), NOW).1, Reason::Invalid);
+    }
+    assert_eq!(g.cached_sessions(), 0);
+    // Huge and non-UTF-8-derived cookies are refused the same way.
+    let huge = format!("v4.local.{}", "A".repeat(64 * 1024));
+    assert_eq!(verdict(&g, "/", Some(&huge), NOW).1, Reason::Invalid);
+    let lossy = String::from_utf8_lossy(&[0xff, 0xfe, b'v', b'4']).into_owned();
+    assert_eq!(verdict(&g, "/", Some(&lossy), NOW).1, Reason::Invalid);
+    assert_eq!(g.cached_sessions(), 0);
+}
+
+#[test]
+fn cached_sessions_still_expire_and_die_with_their_key() {
+    let g = gate_with(ring(5));
+    let mut c = claims("fay", &[]);
+    c.exp = NOW + 10;
+    let t = token::seal(&c, &g.keys().ring).unwrap();
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
+    assert_eq!(g.cached_sessions(), 1);
+    assert_eq!(verdict(&g, "/", Some(&t), NOW + 20).1, Reason::Ok, "within leeway");
+    assert_eq!(verdict(&g, "/", Some(&t), NOW + 41).1, Reason::Expired, "cached, but past exp + leeway");
+
+    // Rotate and retire the key that sealed a cached session: refused at once.
+    let t = token::seal(&claims("gil", &[]), &g.keys().ring).unwrap();
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
+    let mut ring = ring(5);
+    let old = ring.active_session_key().unwrap().id().to_owned();
+    ring.rotate_session(NOW, &mut rng(9)).unwrap();
+    ring.retire(&old, NOW).unwrap();
+    g.set_keys(Keys::new(ring));
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Invalid);
+}
+
+#[tokio::test]
+async fn handler_answers_malformed_messages_with_an_error() {
+    let g = gate_with(ring(6));
+    let err = g.handle(Request { messages: vec![] }).await.unwrap_err();
+    assert!(err.to_string().contains(MESSAGE), "{err}");
+}
