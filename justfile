@@ -17,9 +17,9 @@ lint:
 build:
     cargo build --release --locked -p keyward
 
-# Run HAProxy + keyward + a demo upstream on http://localhost:8080 (Ctrl-C stops all).
+# Run HAProxy + keyward + a demo app on http://localhost:8080 (Ctrl-C stops all).
 demo: build
-    bash deploy/demo/run.sh
+    ./target/release/keyward demo --state-dir keyward-demo --port 8080
 
 # criterion micro-benchmarks.
 bench:

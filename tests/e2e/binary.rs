@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use keyward_spoa::peer::{self, AgentFrame};
 use keyward_tests::http::get;
-use keyward_tests::process::Proc;
-use keyward_tests::{eventually, free_port, keyward_bin, loopback, wait_listening};
+use keyward_tests::keyward::Keyward;
+use keyward_tests::{eventually, free_port, keyward_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn keyward() -> Command {
@@ -49,33 +49,15 @@ fn check_config_names_the_bad_key() {
     );
 }
 
-async fn ready(ops: std::net::SocketAddr) {
-    eventually(Duration::from_secs(10), "/readyz", || async move {
-        get(ops, "/readyz", &[])
-            .await
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|_| ())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn serves_ops_reloads_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyward.toml");
-    let (spoa_port, ops_port) = (free_port(), free_port());
-    std::fs::write(&path, config(spoa_port, ops_port, "")).unwrap();
-    let mut proc = Proc::spawn("keyward", keyward().arg("serve").arg("--config").arg(&path));
-    let ops = loopback(ops_port);
-    wait_listening(loopback(spoa_port), "keyward SPOA").await;
-    ready(ops).await;
+    let mut k = Keyward::start("[[rule]]\nname = \"all\"\naccess = \"public\"\n", "").await;
+    let ops = k.ops;
     assert_eq!(get(ops, "/healthz", &[]).await.unwrap().status, 200);
+    assert_eq!(get(ops, "/readyz", &[]).await.unwrap().status, 200);
 
     // A real SPOP exchange, visible in the metrics.
-    let mut s = tokio::net::TcpStream::connect(loopback(spoa_port))
-        .await
-        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(k.spoa).await.unwrap();
     let mut bytes = peer::hello(16_380, "pipelining", false);
     bytes.extend(peer::notify(1, 1, "keyward-request", &[]));
     s.write_all(&bytes).await.unwrap();
@@ -102,54 +84,34 @@ async fn serves_ops_reloads_and_drains_on_sigterm() {
             ..
         }
     ));
-    let m = get(ops, "/metrics", &[]).await.unwrap();
-    assert!(
-        m.body
-            .contains("keyward_spoa_frames_received_total{type=\"notify\"} 1"),
-        "{}",
-        m.body
+    assert_eq!(
+        k.metric("keyward_spoa_frames_received_total{type=\"notify\"}")
+            .await,
+        1.0
     );
-    assert!(
-        m.body.contains("keyward_spoa_connections_active 1"),
-        "{}",
-        m.body
-    );
+    assert_eq!(k.metric("keyward_spoa_connections_active").await, 1.0);
 
     // An invalid config on SIGHUP is rejected; the agent keeps serving.
-    std::fs::write(&path, "version = 1\n[spoa]\nbogus = 1\n").unwrap();
-    proc.signal("HUP");
-    eventually(
-        Duration::from_secs(10),
-        "reload error counted",
-        || async move {
-            let m = get(ops, "/metrics", &[]).await.ok()?;
-            m.body
-                .contains("keyward_config_reloads_total{result=\"error\"} 1")
-                .then_some(())
-        },
-    )
+    let good = std::fs::read_to_string(&k.config).unwrap();
+    std::fs::write(&k.config, good.replace("[spoa]", "[spoa]\nbogus = 1")).unwrap();
+    k.proc().signal("HUP");
+    let series = "keyward_config_reloads_total{result=\"error\"}";
+    eventually(Duration::from_secs(10), "reload error counted", || async {
+        (k.metric(series).await >= 1.0).then_some(())
+    })
     .await;
-    // A valid one is applied.
-    std::fs::write(
-        &path,
-        config(spoa_port, ops_port, "handler_timeout = \"300ms\""),
-    )
-    .unwrap();
-    proc.signal("HUP");
-    eventually(
-        Duration::from_secs(10),
-        "reload ok counted",
-        || async move {
-            let m = get(ops, "/metrics", &[]).await.ok()?;
-            m.body
-                .contains("keyward_config_reloads_total{result=\"ok\"}")
-                .then_some(())
-        },
-    )
+    // A broken policy is rejected too, and the old one stays in force.
+    std::fs::write(&k.config, &good).unwrap();
+    std::fs::write(&k.policy, "[[rule]]\nname = \"x\"\naccess = \"roles\"\n").unwrap();
+    k.proc().signal("HUP");
+    eventually(Duration::from_secs(10), "policy error counted", || async {
+        (k.metric(series).await >= 2.0).then_some(())
+    })
     .await;
+    assert_eq!(k.metric("keyward_policy_rules").await, 1.0);
 
     // SIGTERM: the open connection gets a clean AGENT-DISCONNECT, the process exits 0.
-    proc.signal("TERM");
+    k.proc().signal("TERM");
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     buf.extend(rest);
@@ -161,9 +123,37 @@ async fn serves_ops_reloads_and_drains_on_sigterm() {
             message: "agent shutting down".into()
         }
     );
-    let status = proc
+    let status = k
+        .proc()
         .wait_exit(Duration::from_secs(15))
         .await
         .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[session]\nkeyring = \"{}/nope.toml\"\n",
+            config(free_port(), free_port(), ""),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = keyward()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session.keyring") && err.contains("keyward keys generate"),
+        "{err}"
+    );
 }

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use keyward_tests::haproxy::{Haproxy, Wiring};
-use keyward_tests::http::{get, Response};
-use keyward_tests::keyward::{decision, Keyward};
-use keyward_tests::upstream::Upstream;
 use keyward_tests::eventually;
+use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::http::{Response, get};
+use keyward_tests::keyward::{Keyward, decision};
+use keyward_tests::upstream::Upstream;
 
 const POLICY: &str = r#"
 [[rule]]
@@ -63,7 +63,11 @@ async fn stack() -> Stack {
         edits: vec![],
     })
     .await;
-    Stack { keyward, haproxy, upstream }
+    Stack {
+        keyward,
+        haproxy,
+        upstream,
+    }
 }
 
 const BROWSER: (&str, &str) = ("Accept", "text/html,application/xhtml+xml");
@@ -82,30 +86,48 @@ impl Stack {
     }
 
     /// Asserts that `series` grew by one during `f`.
-    async fn counts<F: std::future::Future<Output = Response>>(&self, series: &str, f: F) -> Response {
+    async fn counts<F: std::future::Future<Output = Response>>(
+        &self,
+        series: &str,
+        f: F,
+    ) -> Response {
         let before = self.keyward.metric(series).await;
         let r = f.await;
-        assert_eq!(self.keyward.metric(series).await, before + 1.0, "{series} after {r:?}");
+        assert_eq!(
+            self.keyward.metric(series).await,
+            before + 1.0,
+            "{series} after {r:?}"
+        );
         r
     }
 }
 
 fn header_of(body: &str, name: &str) -> Option<String> {
-    body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
 }
 
 #[tokio::test]
 async fn decisions_reasons_and_identity_headers() {
     let s = stack().await;
-    let alice = s.keyward.mint("alice", "dev,admin", "10m", Some("dev-alice-1"));
+    let alice = s
+        .keyward
+        .mint("alice", "dev,admin", "10m", Some("dev-alice-1"));
     let bob = s.keyward.mint("bob", "dev", "10m", None);
 
     // Public route: no session needed.
-    let r = s.counts(&decision("allow", "ok"), s.get("/healthz", &[])).await;
+    let r = s
+        .counts(&decision("allow", "ok"), s.get("/healthz", &[]))
+        .await;
     assert_eq!(r.status, 200);
 
     // No session: browsers are sent to sign in with the return URL, APIs get 401.
-    let r = s.counts(&decision("login", "no_session"), s.get("/reports?q=1", &[BROWSER])).await;
+    let r = s
+        .counts(
+            &decision("login", "no_session"),
+            s.get("/reports?q=1", &[BROWSER]),
+        )
+        .await;
     assert_eq!(r.status, 302);
     assert_eq!(
         r.header("location"),
@@ -113,22 +135,43 @@ async fn decisions_reasons_and_identity_headers() {
     );
     let r = s.get("/reports", &[("Accept", "application/json")]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"keyward\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"keyward\"")
+    );
 
     // A valid session: identity reaches the upstream, spoofed headers do not.
     let hits = s.upstream.hits();
     let r = s.as_user_spoofing("/reports", &alice).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(header_of(&r.body, "x-keyward-user").as_deref(), Some("alice"));
-    assert_eq!(header_of(&r.body, "x-keyward-roles").as_deref(), Some("dev,admin"));
-    assert_eq!(header_of(&r.body, "x-keyward-device").as_deref(), Some("dev-alice-1"));
+    assert_eq!(
+        header_of(&r.body, "x-keyward-user").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        header_of(&r.body, "x-keyward-roles").as_deref(),
+        Some("dev,admin")
+    );
+    assert_eq!(
+        header_of(&r.body, "x-keyward-device").as_deref(),
+        Some("dev-alice-1")
+    );
     assert!(header_of(&r.body, "x-keyward-session").is_some_and(|v| v.len() >= 20));
     assert!(header_of(&r.body, "x-keyward-assertion").is_some_and(|v| v.split('.').count() == 3));
-    assert!(!r.body.contains("mallory"), "spoofed identity reached the upstream: {}", r.body);
+    assert!(
+        !r.body.contains("mallory"),
+        "spoofed identity reached the upstream: {}",
+        r.body
+    );
     assert_eq!(s.upstream.hits(), hits + 1);
 
     // Roles.
-    let r = s.counts(&decision("deny", "forbidden"), s.as_user("/admin/users", &bob)).await;
+    let r = s
+        .counts(
+            &decision("deny", "forbidden"),
+            s.as_user("/admin/users", &bob),
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(s.as_user("/admin/users", &alice).await.status, 200);
     // Path tricks do not reach /admin through another rule... there is none that is
@@ -136,38 +179,72 @@ async fn decisions_reasons_and_identity_headers() {
     assert_eq!(s.as_user("/public/../admin/users", &bob).await.status, 403);
 
     // Device class: a minted token is not an attested hardware key.
-    let r = s.counts(&decision("deny", "device_not_allowed"), s.as_user("/vault", &alice)).await;
+    let r = s
+        .counts(
+            &decision("deny", "device_not_allowed"),
+            s.as_user("/vault", &alice),
+        )
+        .await;
     assert_eq!(r.status, 403);
 
     // Step-up: a login older than max_auth_age must sign in again.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = s.counts(&decision("login", "stale_auth"), s.as_user("/sensitive", &alice)).await;
+    let r = s
+        .counts(
+            &decision("login", "stale_auth"),
+            s.as_user("/sensitive", &alice),
+        )
+        .await;
     assert_eq!(r.status, 302);
 
     // Unknown host: no rule, denied.
-    let r = s.counts(&decision("deny", "forbidden"), s.get("/", &[("Host", "other.test"), ("Cookie", &cookie(&alice))])).await;
+    let r = s
+        .counts(
+            &decision("deny", "forbidden"),
+            s.get("/", &[("Host", "other.test"), ("Cookie", &cookie(&alice))]),
+        )
+        .await;
     assert_eq!(r.status, 403);
 
     // Bearer tokens for APIs, same validation.
     let bearer = format!("Bearer {bob}");
-    let r = s.get("/v1/things", &[("Host", "api.test"), ("Authorization", &bearer)]).await;
+    let r = s
+        .get(
+            "/v1/things",
+            &[("Host", "api.test"), ("Authorization", &bearer)],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(header_of(&r.body, "x-keyward-user").as_deref(), Some("bob"));
-    assert_eq!(s.get("/v1/things", &[("Host", "api.test")]).await.status, 401);
+    assert_eq!(
+        s.get("/v1/things", &[("Host", "api.test")]).await.status,
+        401
+    );
 
     // gRPC-shaped requests get gRPC statuses.
     let grpc = ("Content-Type", "application/grpc");
     let r = s.get("/pkg.Svc/Call", &[("Host", "api.test"), grpc]).await;
     assert_eq!((r.status, r.header("grpc-status")), (200, Some("16")));
-    let r = s.get("/pkg.Svc/Call", &[("Host", "other.test"), grpc, ("Authorization", &bearer)]).await;
+    let r = s
+        .get(
+            "/pkg.Svc/Call",
+            &[("Host", "other.test"), grpc, ("Authorization", &bearer)],
+        )
+        .await;
     assert_eq!((r.status, r.header("grpc-status")), (200, Some("7")));
 
     // The audit log has the denials, by session and device, never a name or token.
     let audit = s.keyward.audit();
-    assert!(audit.contains("\"reason\":\"device_not_allowed\""), "{audit}");
+    assert!(
+        audit.contains("\"reason\":\"device_not_allowed\""),
+        "{audit}"
+    );
     assert!(audit.contains("\"device\":\"dev-alice-1\""), "{audit}");
     assert!(audit.contains("\"event\":\"token_minted\""), "{audit}");
-    assert!(!audit.contains("alice\"") && !audit.contains(&alice), "audit leaks identity: {audit}");
+    assert!(
+        !audit.contains("alice\"") && !audit.contains(&alice),
+        "audit leaks identity: {audit}"
+    );
 }
 
 impl Stack {
@@ -203,18 +280,24 @@ async fn hostile_tokens_get_login_with_the_right_reason() {
         ("wrong purpose", good.replace("v4.local.", "v4.public.")),
     ];
     for (name, token) in cases {
-        let r = s.counts(&decision("login", "invalid"), s.as_user("/", &token)).await;
+        let r = s
+            .counts(&decision("login", "invalid"), s.as_user("/", &token))
+            .await;
         assert_eq!(r.status, 302, "{name}");
     }
     // Another deployment's key.
     let other = Keyward::start(POLICY, "").await;
     let foreign = other.mint("carol", "dev", "10m", None);
-    let r = s.counts(&decision("login", "invalid"), s.as_user("/", &foreign)).await;
+    let r = s
+        .counts(&decision("login", "invalid"), s.as_user("/", &foreign))
+        .await;
     assert_eq!(r.status, 302);
     // Expired (leeway is 0 in the test config).
     let short = s.keyward.mint("carol", "dev", "1s", None);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = s.counts(&decision("login", "expired"), s.as_user("/", &short)).await;
+    let r = s
+        .counts(&decision("login", "expired"), s.as_user("/", &short))
+        .await;
     assert_eq!(r.status, 302);
     // A long cookie: HAProxy or keyward refuse it; it never reaches the upstream.
     let long = "v4.local.".to_owned() + &"A".repeat(12_000);
@@ -237,17 +320,29 @@ async fn websocket_upgrade_is_decided_like_any_request() {
         req.push_str("\r\n");
         req
     };
-    let mut ws = tokio::net::TcpStream::connect(s.haproxy.addr).await.unwrap();
+    let mut ws = tokio::net::TcpStream::connect(s.haproxy.addr)
+        .await
+        .unwrap();
     ws.write_all(upgrade(Some(token)).as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = ws.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     ws.write_all(b"ping-frame").await.unwrap();
     let n = ws.read(&mut buf).await.unwrap();
-    assert_eq!(&buf[..n], b"ping-frame", "the tunnel is open after the upgrade");
+    assert_eq!(
+        &buf[..n],
+        b"ping-frame",
+        "the tunnel is open after the upgrade"
+    );
 
     let hits = s.upstream.hits();
-    let mut ws = tokio::net::TcpStream::connect(s.haproxy.addr).await.unwrap();
+    let mut ws = tokio::net::TcpStream::connect(s.haproxy.addr)
+        .await
+        .unwrap();
     ws.write_all(upgrade(None).as_bytes()).await.unwrap();
     let n = ws.read(&mut buf).await.unwrap();
     let resp = String::from_utf8_lossy(&buf[..n]);
@@ -267,15 +362,35 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     let sid = header_of(&s.as_user("/", &sess).await.body, "x-keyward-session").unwrap();
 
     let out = s.keyward.cli(&["sessions", "revoke", "--session", &sid]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("in force on the local agent now"));
-    let r = s.counts(&decision("login", "revoked"), s.as_user("/", &sess)).await;
+    let r = s
+        .counts(&decision("login", "revoked"), s.as_user("/", &sess))
+        .await;
     assert_eq!(r.status, 302);
-    assert_eq!(s.as_user("/", &other).await.status, 200, "only that session");
+    assert_eq!(
+        s.as_user("/", &other).await.status,
+        200,
+        "only that session"
+    );
 
-    assert!(s.keyward.cli(&["sessions", "revoke", "--device", "dev-f1"]).status.success());
+    assert!(
+        s.keyward
+            .cli(&["sessions", "revoke", "--device", "dev-f1"])
+            .status
+            .success()
+    );
     assert_eq!(s.as_user("/", &frank).await.status, 302);
-    assert!(s.keyward.cli(&["sessions", "revoke", "--user", "erin"]).status.success());
+    assert!(
+        s.keyward
+            .cli(&["sessions", "revoke", "--user", "erin"])
+            .status
+            .success()
+    );
     assert_eq!(s.as_user("/", &other).await.status, 302);
     // Signing in again after the revocation works.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -287,11 +402,19 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     s.keyward.restart().await;
     let a = s.haproxy.addr;
     eventually(Duration::from_secs(15), "agent back", || async move {
-        get(a, "/healthz", &[]).await.ok().filter(|r| r.status == 200).map(|_| ())
+        get(a, "/healthz", &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ())
     })
     .await;
     for t in [&sess, &other, &frank] {
-        assert_eq!(s.as_user("/", t).await.status, 302, "revocation lost on restart");
+        assert_eq!(
+            s.as_user("/", t).await.status,
+            302,
+            "revocation lost on restart"
+        );
     }
     assert_eq!(s.as_user("/", &fresh).await.status, 200);
     let audit = s.keyward.audit();
@@ -309,16 +432,25 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
     let traffic = tokio::spawn(async move {
         let mut statuses = Vec::new();
         for _ in 0..60 {
-            let r = get(addr, "/", &[("Cookie", &cookie(&old2)), BROWSER]).await.unwrap();
+            let r = get(addr, "/", &[("Cookie", &cookie(&old2)), BROWSER])
+                .await
+                .unwrap();
             statuses.push(r.status);
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         statuses
     });
     let out = s.keyward.cli(&["keys", "rotate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let statuses = traffic.await.unwrap();
-    assert!(statuses.iter().all(|&c| c == 200), "old sessions stay valid through a rotation: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&c| c == 200),
+        "old sessions stay valid through a rotation: {statuses:?}"
+    );
 
     // New tokens are sealed with the new key once the agent has it.
     let new = s.keyward.mint("gina", "dev", "10m", None);
@@ -336,7 +468,11 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
         .expect("a verify-only session key")
         .to_owned();
     let out = s.keyward.cli(&["keys", "retire", &old_id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(Duration::from_secs(10), "retired key refused", || async {
         (s.as_user("/", &old).await.status == 302).then_some(())
     })
@@ -344,18 +480,30 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
     assert_eq!(s.as_user("/", &new).await.status, 200);
 
     // The JWKS behind HAProxy lists the assertion keys; the upstream assertion verifies.
-    let jwks = get(addr, "/.well-known/keyward/jwks.json", &[]).await.unwrap();
+    let jwks = get(addr, "/.well-known/keyward/jwks.json", &[])
+        .await
+        .unwrap();
     assert_eq!(jwks.status, 200);
     let jwks: serde_json::Value = serde_json::from_str(&jwks.body).unwrap();
     let r = s.as_user("/reports", &new).await;
     let jwt = header_of(&r.body, "x-keyward-assertion").unwrap();
     let header = jsonwebtoken::decode_header(&jwt).unwrap();
-    let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"].as_str() == header.kid.as_deref()).expect("kid in JWKS");
-    let decoding = jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap()).unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"].as_str() == header.kid.as_deref())
+        .expect("kid in JWKS");
+    let decoding = jsonwebtoken::DecodingKey::from_ec_components(
+        key["x"].as_str().unwrap(),
+        key["y"].as_str().unwrap(),
+    )
+    .unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.set_audience(&["app.test"]);
     v.set_issuer(&["https://auth.test"]);
-    let claims = jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &v).expect("assertion verifies against the JWKS");
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &v)
+        .expect("assertion verifies against the JWKS");
     assert_eq!(claims.claims["sub"], "gina");
     let _ = &s.upstream;
 }

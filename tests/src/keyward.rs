@@ -27,7 +27,11 @@ impl Keyward {
     pub async fn start(policy: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let (spoa, ops, portal) = (loopback(free_port()), loopback(free_port()), loopback(free_port()));
+        let (spoa, ops, portal) = (
+            loopback(free_port()),
+            loopback(free_port()),
+            loopback(free_port()),
+        );
         let config = d.join("keyward.toml");
         let policy_path = d.join("policy.toml");
         std::fs::write(&policy_path, policy).expect("write policy");
@@ -57,9 +61,21 @@ file = "{d}/audit.jsonl"
             policy = policy_path.display(),
         );
         std::fs::write(&config, toml).expect("write config");
-        let mut k = Self { dir, config, policy: policy_path, spoa, ops, portal, proc: None };
+        let mut k = Self {
+            dir,
+            config,
+            policy: policy_path,
+            spoa,
+            ops,
+            portal,
+            proc: None,
+        };
         let out = k.cli(&["keys", "generate"]);
-        assert!(out.status.success(), "keys generate: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys generate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         k.restart().await;
         k
     }
@@ -68,12 +84,19 @@ file = "{d}/audit.jsonl"
     pub async fn restart(&mut self) {
         self.proc = Some(Proc::spawn(
             "keyward",
-            Command::new(keyward_bin()).arg("serve").arg("--config").arg(&self.config),
+            Command::new(keyward_bin())
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.config),
         ));
         wait_listening(self.spoa, "keyward SPOA").await;
         let ops = self.ops;
         eventually(Duration::from_secs(10), "keyward /readyz", || async move {
-            get(ops, "/readyz", &[]).await.ok().filter(|r| r.status == 200).map(|_| ())
+            get(ops, "/readyz", &[])
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|_| ())
         })
         .await;
     }
@@ -85,8 +108,8 @@ file = "{d}/audit.jsonl"
         }
     }
 
-    pub fn proc(&self) -> Option<&Proc> {
-        self.proc.as_ref()
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("keyward is running")
     }
 
     /// Runs `keyward <args> --config <config>`.
@@ -101,12 +124,18 @@ file = "{d}/audit.jsonl"
 
     /// `keyward token mint`; returns the token.
     pub fn mint(&self, user: &str, roles: &str, ttl: &str, device: Option<&str>) -> String {
-        let mut args = vec!["token", "mint", "--user", user, "--roles", roles, "--ttl", ttl];
+        let mut args = vec![
+            "token", "mint", "--user", user, "--roles", roles, "--ttl", ttl,
+        ];
         if let Some(d) = device {
             args.extend(["--device", d]);
         }
         let out = self.cli(&args);
-        assert!(out.status.success(), "mint: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mint: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 

@@ -53,11 +53,11 @@ impl Proc {
     ) -> Option<std::process::ExitStatus> {
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return Some(status);
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(status);
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }

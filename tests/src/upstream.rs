@@ -64,7 +64,8 @@ impl Upstream {
                                 .lines()
                                 .find_map(|l| {
                                     let (n, v) = l.split_once(':')?;
-                                    n.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_owned())
+                                    n.eq_ignore_ascii_case("sec-websocket-key")
+                                        .then(|| v.trim().to_owned())
                                 })
                                 .unwrap_or_default();
                             let resp = format!(
@@ -96,7 +97,8 @@ impl Upstream {
 fn websocket_accept(key: &str) -> String {
     use base64ct::Encoding;
     use sha1::Digest;
-    let digest = sha1::Sha1::digest(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    let digest =
+        sha1::Sha1::digest(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
     base64ct::Base64::encode_string(&digest)
 }
 

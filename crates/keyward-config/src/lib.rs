@@ -366,7 +366,10 @@ impl Config {
         }
         let sess = &self.session;
         if sess.cookie_name.is_empty()
-            || !sess.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || !sess
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
             return Err(invalid(
                 "session.cookie_name",
@@ -374,32 +377,55 @@ impl Config {
             ));
         }
         if sess.max_lifetime < Duration::from_secs(60) {
-            return Err(invalid("session.max_lifetime", "must be at least \"1m\" (default \"12h\")"));
+            return Err(invalid(
+                "session.max_lifetime",
+                "must be at least \"1m\" (default \"12h\")",
+            ));
         }
         if sess.leeway > Duration::from_secs(300) {
-            return Err(invalid("session.leeway", "more than \"5m\" of clock skew hides real problems; fix the clocks"));
+            return Err(invalid(
+                "session.leeway",
+                "more than \"5m\" of clock skew hides real problems; fix the clocks",
+            ));
         }
         if sess.cache_capacity == 0 {
-            return Err(invalid("session.cache_capacity", "must be at least 1 (default 100000)"));
+            return Err(invalid(
+                "session.cache_capacity",
+                "must be at least 1 (default 100000)",
+            ));
         }
         if self.assertion.ttl.is_zero() || self.assertion.ttl > Duration::from_secs(3600) {
-            return Err(invalid("assertion.ttl", "must be between \"1s\" and \"1h\" (default \"5m\")"));
+            return Err(invalid(
+                "assertion.ttl",
+                "must be between \"1s\" and \"1h\" (default \"5m\")",
+            ));
         }
         if self.assertion.issuer.is_empty() {
-            return Err(invalid("assertion.issuer", "set the `iss` upstreams expect, e.g. \"https://auth.example.com\""));
+            return Err(invalid(
+                "assertion.issuer",
+                "set the `iss` upstreams expect, e.g. \"https://auth.example.com\"",
+            ));
         }
         let url = &self.portal.login_url;
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') || url.contains('#') {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains('?')
+            || url.contains('#')
+        {
             return Err(invalid(
                 "portal.login_url",
-                format!("`{url}` must be an absolute http(s) URL without query or fragment, e.g. \"https://auth.example.com/.keyward/login\""),
+                format!(
+                    "`{url}` must be an absolute http(s) URL without query or fragment, e.g. \"https://auth.example.com/.keyward/login\""
+                ),
             ));
         }
         if !self.store.url.starts_with("sqlite:") {
             return Err(invalid("store.url", "use sqlite:///path/to/keyward.db"));
         }
         if self.store.revocation_poll.is_zero() {
-            return Err(invalid("store.revocation_poll", "must be longer than zero, e.g. \"1s\""));
+            return Err(invalid(
+                "store.revocation_poll",
+                "must be longer than zero, e.g. \"1s\"",
+            ));
         }
         Ok(())
     }

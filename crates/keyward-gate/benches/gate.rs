@@ -4,11 +4,11 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use keyward_gate::{AccessRequest, AssertionConfig, Gate, GateConfig, GateMetrics, Keys};
 use keyward_policy::Policy;
 use keyward_session::keyring::KeyRing;
-use keyward_session::{seal, AuthMethod, Claims};
+use keyward_session::{AuthMethod, Claims, seal};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -16,7 +16,9 @@ fn gate(cache_capacity: u64) -> Gate {
     let mut n = 7u64;
     let mut rng = move |buf: &mut [u8]| {
         for b in buf.iter_mut() {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (n >> 33) as u8;
         }
     };
@@ -29,7 +31,10 @@ fn gate(cache_capacity: u64) -> Gate {
         cookie_name: "keyward_session".into(),
         leeway: 30,
         login_url: "https://auth.test/.keyward/login".into(),
-        assertion: Some(AssertionConfig { issuer: "https://auth.test".into(), ttl_secs: 300 }),
+        assertion: Some(AssertionConfig {
+            issuer: "https://auth.test".into(),
+            ttl_secs: 300,
+        }),
         cache_capacity,
     };
     let metrics = GateMetrics::register(&prometheus::Registry::new()).expect("metrics");
@@ -54,7 +59,9 @@ fn token(g: &Gate, i: usize) -> String {
 
 fn request(token: &str) -> AccessRequest {
     AccessRequest {
-        cookie: Some(format!("_ga=GA1.2.3; theme=dark; keyward_session={token}; lang=en")),
+        cookie: Some(format!(
+            "_ga=GA1.2.3; theme=dark; keyward_session={token}; lang=en"
+        )),
         host: "app.test".into(),
         host_header: "app.test".into(),
         path: "/dashboard/7".into(),
@@ -67,7 +74,9 @@ fn bench(c: &mut Criterion) {
     let g = gate(100_000);
     let hit = request(&token(&g, 0));
     g.decide(&hit, NOW);
-    c.bench_function("decide/cache_hit", |b| b.iter(|| black_box(g.decide(black_box(&hit), NOW))));
+    c.bench_function("decide/cache_hit", |b| {
+        b.iter(|| black_box(g.decide(black_box(&hit), NOW)))
+    });
     c.bench_function("decide+actions/cache_hit", |b| {
         b.iter(|| {
             let out = g.decide(black_box(&hit), NOW);
@@ -87,7 +96,9 @@ fn bench(c: &mut Criterion) {
     });
 
     let none = request("");
-    c.bench_function("decide/no_session", |b| b.iter(|| black_box(g.decide(black_box(&none), NOW))));
+    c.bench_function("decide/no_session", |b| {
+        b.iter(|| black_box(g.decide(black_box(&none), NOW)))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyward_session::Claims;
-use moka::sync::Cache;
 use moka::Expiry;
+use moka::sync::Cache;
 
 /// A validated session, with what the ACK needs precomputed.
 #[derive(Debug)]
@@ -36,7 +36,9 @@ pub fn digest(token: &str) -> Digest {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn until(unix: i64) -> Duration {
@@ -78,7 +80,10 @@ pub fn session_cache(capacity: u64, leeway: i64) -> Cache<Digest, Arc<Session>> 
 }
 
 pub fn assertion_cache(capacity: u64) -> Cache<Digest, Assertion> {
-    Cache::builder().max_capacity(capacity).expire_after(AssertionExpiry).build()
+    Cache::builder()
+        .max_capacity(capacity)
+        .expire_after(AssertionExpiry)
+        .build()
 }
 
 /// Key of an assertion: the session and the audience.

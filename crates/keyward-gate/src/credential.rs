@@ -20,11 +20,17 @@ impl Source {
 
 /// The session token in the request, if any. An explicit `Authorization: Bearer`
 /// wins over the cookie.
-pub fn find<'a>(cookie: Option<&'a str>, authorization: Option<&'a str>, cookie_name: &str) -> Option<(&'a str, Source)> {
+pub fn find<'a>(
+    cookie: Option<&'a str>,
+    authorization: Option<&'a str>,
+    cookie_name: &str,
+) -> Option<(&'a str, Source)> {
     if let Some(token) = authorization.and_then(bearer) {
         return Some((token, Source::Bearer));
     }
-    cookie.and_then(|c| cookie_value(c, cookie_name)).map(|t| (t, Source::Cookie))
+    cookie
+        .and_then(|c| cookie_value(c, cookie_name))
+        .map(|t| (t, Source::Cookie))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
@@ -46,7 +52,10 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
             return None;
         }
         let v = v.trim();
-        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
         (!v.is_empty()).then_some(v)
     })
 }
@@ -61,7 +70,10 @@ mod tests {
         let h = "theme=dark; keyward_session=v4.local.abc; other=1";
         assert_eq!(cookie_value(h, "keyward_session"), Some("v4.local.abc"));
         assert_eq!(cookie_value(h, "keyward"), None);
-        assert_eq!(cookie_value("keyward_session=\"q\"", "keyward_session"), Some("q"));
+        assert_eq!(
+            cookie_value("keyward_session=\"q\"", "keyward_session"),
+            Some("q")
+        );
         assert_eq!(cookie_value("keyward_session=", "keyward_session"), None);
         assert_eq!(cookie_value("xkeyward_session=1", "keyward_session"), None);
         // The first one wins when a cookie is repeated.
@@ -79,8 +91,14 @@ mod tests {
 
     #[test]
     fn bearer_wins_over_cookie() {
-        assert_eq!(find(Some("k=c"), Some("Bearer b"), "k"), Some(("b", Source::Bearer)));
-        assert_eq!(find(Some("k=c"), Some("Basic x"), "k"), Some(("c", Source::Cookie)));
+        assert_eq!(
+            find(Some("k=c"), Some("Bearer b"), "k"),
+            Some(("b", Source::Bearer))
+        );
+        assert_eq!(
+            find(Some("k=c"), Some("Basic x"), "k"),
+            Some(("c", Source::Cookie))
+        );
         assert_eq!(find(None, None, "k"), None);
     }
 

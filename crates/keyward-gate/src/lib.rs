@@ -22,7 +22,7 @@ use keyward_session::keyring::KeyRing;
 use keyward_session::token::{self, TokenError};
 use keyward_spoa::{Actions, Failure, Handler, HandlerError, Request};
 use keyward_store::Revocations;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use keyward_policy::{Decision, Reason};
 pub use metrics::GateMetrics;
@@ -94,13 +94,17 @@ pub struct Gate {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Gate {
     pub fn new(cfg: GateConfig, policy: Policy, keys: Keys, metrics: GateMetrics) -> Self {
         metrics.policy_rules.set(policy.len() as i64);
-        metrics.keyring_generation.set(keys.ring.generation() as i64);
+        metrics
+            .keyring_generation
+            .set(keys.ring.generation() as i64);
         Self {
             sessions: cache::session_cache(cfg.cache_capacity, cfg.leeway),
             assertions: cache::assertion_cache(cfg.cache_capacity),
@@ -122,7 +126,9 @@ impl Gate {
     /// changed, so a retired key stops working on the next request.
     pub fn set_keys(&self, keys: Keys) {
         let changed = keys.ring.generation() != self.keys.load().ring.generation();
-        self.metrics.keyring_generation.set(keys.ring.generation() as i64);
+        self.metrics
+            .keyring_generation
+            .set(keys.ring.generation() as i64);
         self.keys.store(Arc::new(keys));
         if changed {
             self.sessions.invalidate_all();
@@ -153,7 +159,11 @@ impl Gate {
 
     /// Decides on one request at `now` (unix seconds).
     pub fn decide(&self, req: &AccessRequest, now: i64) -> Outcome {
-        let found = credential::find(req.cookie.as_deref(), req.authorization.as_deref(), &self.cfg.cookie_name);
+        let found = credential::find(
+            req.cookie.as_deref(),
+            req.authorization.as_deref(),
+            &self.cfg.cookie_name,
+        );
         let found = match found {
             None => Found::None,
             Some((token, _source)) => match self.session(token, now) {
@@ -178,9 +188,21 @@ impl Gate {
         };
         let verdict = self.policy.load().evaluate(&facts, state, now);
         match found {
-            Found::Valid(s) => Outcome { verdict, session: Some(s), revoked: None },
-            Found::Revoked(s) => Outcome { verdict, session: None, revoked: Some(s) },
-            _ => Outcome { verdict, session: None, revoked: None },
+            Found::Valid(s) => Outcome {
+                verdict,
+                session: Some(s),
+                revoked: None,
+            },
+            Found::Revoked(s) => Outcome {
+                verdict,
+                session: None,
+                revoked: Some(s),
+            },
+            _ => Outcome {
+                verdict,
+                session: None,
+                revoked: None,
+            },
         }
     }
 
@@ -197,7 +219,9 @@ impl Gate {
         self.metrics.cache_misses.inc();
         let started = Instant::now();
         let opened = token::open(token, &self.keys.load().ring, now, self.cfg.leeway);
-        self.metrics.validation_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .validation_seconds
+            .observe(started.elapsed().as_secs_f64());
         let session = Arc::new(Session::new(opened?));
         self.sessions.insert(key, session.clone());
         Ok(session)
@@ -208,10 +232,10 @@ impl Gate {
     fn assertion(&self, session: &Session, audience: &str, now: i64) -> Option<Arc<str>> {
         let cfg = self.cfg.assertion.as_ref()?;
         let key = cache::assertion_key(&session.claims.sid, audience);
-        if let Some(a) = self.assertions.get(&key) {
-            if now < a.refresh_at {
-                return Some(a.jwt);
-            }
+        if let Some(a) = self.assertions.get(&key)
+            && now < a.refresh_at
+        {
+            return Some(a.jwt);
         }
         let keys = self.keys.load();
         let signer = keys.signer.as_ref()?;
@@ -219,7 +243,14 @@ impl Gate {
             Ok((jwt, exp)) => {
                 let margin = (cfg.ttl_secs / 5).clamp(1, 60);
                 let jwt: Arc<str> = jwt.into();
-                self.assertions.insert(key, Assertion { jwt: jwt.clone(), exp, refresh_at: exp - margin });
+                self.assertions.insert(
+                    key,
+                    Assertion {
+                        jwt: jwt.clone(),
+                        exp,
+                        refresh_at: exp - margin,
+                    },
+                );
                 Some(jwt)
             }
             Err(err) => {
@@ -231,14 +262,20 @@ impl Gate {
 
     /// The ACK's variables for `outcome`.
     pub fn actions(&self, req: &AccessRequest, outcome: &Outcome, now: i64) -> Actions {
-        let Verdict { decision, reason, rule } = outcome.verdict;
+        let Verdict {
+            decision,
+            reason,
+            rule,
+        } = outcome.verdict;
         let mut a = Actions::new();
         vars::set_decision(&mut a, decision, reason);
         match decision {
             Decision::Allow => {
                 if let Some(s) = &outcome.session {
                     let c = &s.claims;
-                    a.set_txn("user", c.sub.as_str()).set_txn("roles", s.roles.as_str()).set_txn("session", c.sid.as_str());
+                    a.set_txn("user", c.sub.as_str())
+                        .set_txn("roles", s.roles.as_str())
+                        .set_txn("session", c.sid.as_str());
                     if let Some(email) = &c.email {
                         a.set_txn("email", email.as_str());
                     }
@@ -258,7 +295,11 @@ impl Gate {
         }
         self.metrics.decision(decision, reason);
         if decision == Decision::Deny || matches!(reason, Reason::Invalid | Reason::Revoked) {
-            let claims = outcome.session.as_ref().or(outcome.revoked.as_ref()).map(|s| &s.claims);
+            let claims = outcome
+                .session
+                .as_ref()
+                .or(outcome.revoked.as_ref())
+                .map(|s| &s.claims);
             tracing::info!(
                 target: "audit",
                 event = "access",

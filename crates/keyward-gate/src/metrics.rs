@@ -20,7 +20,11 @@ pub struct GateMetrics {
 impl GateMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let decisions = IntCounterVec::new(
-            Opts::new("decisions_total", "Request decisions, by decision and reason").namespace("keyward"),
+            Opts::new(
+                "decisions_total",
+                "Request decisions, by decision and reason",
+            )
+            .namespace("keyward"),
             &["decision", "reason"],
         )?;
         registry.register(Box::new(decisions.clone()))?;
@@ -41,17 +45,31 @@ impl GateMetrics {
             Ok(g)
         };
         let validation_seconds = Histogram::with_opts(
-            HistogramOpts::new("token_validation_seconds", "Opening a session token on a cache miss")
-                .namespace("keyward")
-                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3]),
+            HistogramOpts::new(
+                "token_validation_seconds",
+                "Opening a session token on a cache miss",
+            )
+            .namespace("keyward")
+            .buckets(vec![
+                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3,
+            ]),
         )?;
         registry.register(Box::new(validation_seconds.clone()))?;
         Ok(Self {
             decisions: resolved,
-            cache_hits: counter("session_cache_hits_total", "Session tokens found in the cache")?,
-            cache_misses: counter("session_cache_misses_total", "Session tokens validated from scratch")?,
+            cache_hits: counter(
+                "session_cache_hits_total",
+                "Session tokens found in the cache",
+            )?,
+            cache_misses: counter(
+                "session_cache_misses_total",
+                "Session tokens validated from scratch",
+            )?,
             validation_seconds,
-            keyring_generation: gauge("keyring_generation", "Generation of the key ring in use (changes on rotation)")?,
+            keyring_generation: gauge(
+                "keyring_generation",
+                "Generation of the key ring in use (changes on rotation)",
+            )?,
             revocations: gauge("revocations", "Revocations in force in memory")?,
             policy_rules: gauge("policy_rules", "Rules in the route policy in use")?,
         })

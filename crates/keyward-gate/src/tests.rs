@@ -38,7 +38,9 @@ fn rng(seed: u8) -> impl FnMut(&mut [u8]) {
     let mut n = 0u64;
     move |buf: &mut [u8]| {
         for b in buf.iter_mut() {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 ^ u64::from(seed));
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407 ^ u64::from(seed));
             *b = (n >> 33) as u8;
         }
     }
@@ -53,11 +55,19 @@ fn gate_with(ring: KeyRing) -> Gate {
         cookie_name: "kw".into(),
         leeway: 30,
         login_url: "https://auth.test/.keyward/login".into(),
-        assertion: Some(AssertionConfig { issuer: "https://auth.test".into(), ttl_secs: 300 }),
+        assertion: Some(AssertionConfig {
+            issuer: "https://auth.test".into(),
+            ttl_secs: 300,
+        }),
         cache_capacity: 1000,
     };
     let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
-    Gate::new(cfg, Policy::from_toml(POLICY).unwrap(), Keys::new(ring), metrics)
+    Gate::new(
+        cfg,
+        Policy::from_toml(POLICY).unwrap(),
+        Keys::new(ring),
+        metrics,
+    )
 }
 
 fn claims(sub: &str, roles: &[&str]) -> Claims {
@@ -105,20 +115,55 @@ fn every_reason_is_reachable() {
     short.exp = NOW - 100;
     let short = token::seal(&short, &keys.ring).unwrap();
 
-    assert_eq!(verdict(&g, "/", Some(&alice), NOW), (Decision::Allow, Reason::Ok));
-    assert_eq!(verdict(&g, "/", None, NOW), (Decision::Login, Reason::NoSession));
-    assert_eq!(verdict(&g, "/", Some(&short), NOW), (Decision::Login, Reason::Expired));
-    assert_eq!(verdict(&g, "/", Some("v4.local.forged"), NOW), (Decision::Login, Reason::Invalid));
-    assert_eq!(verdict(&g, "/admin", Some(&alice), NOW), (Decision::Deny, Reason::Forbidden));
-    assert_eq!(verdict(&g, "/fresh", Some(&old_login), NOW), (Decision::Login, Reason::StaleAuth));
-    assert_eq!(verdict(&g, "/vault", Some(&alice), NOW), (Decision::Deny, Reason::DeviceNotAllowed));
+    assert_eq!(
+        verdict(&g, "/", Some(&alice), NOW),
+        (Decision::Allow, Reason::Ok)
+    );
+    assert_eq!(
+        verdict(&g, "/", None, NOW),
+        (Decision::Login, Reason::NoSession)
+    );
+    assert_eq!(
+        verdict(&g, "/", Some(&short), NOW),
+        (Decision::Login, Reason::Expired)
+    );
+    assert_eq!(
+        verdict(&g, "/", Some("v4.local.forged"), NOW),
+        (Decision::Login, Reason::Invalid)
+    );
+    assert_eq!(
+        verdict(&g, "/admin", Some(&alice), NOW),
+        (Decision::Deny, Reason::Forbidden)
+    );
+    assert_eq!(
+        verdict(&g, "/fresh", Some(&old_login), NOW),
+        (Decision::Login, Reason::StaleAuth)
+    );
+    assert_eq!(
+        verdict(&g, "/vault", Some(&alice), NOW),
+        (Decision::Deny, Reason::DeviceNotAllowed)
+    );
     let mut revs = Revocations::default();
-    revs.apply(&[Revocation { id: 1, kind: Kind::Session, subject: "sid-alice".into(), at: NOW, until: NOW + 10 }]);
+    revs.apply(&[Revocation {
+        id: 1,
+        kind: Kind::Session,
+        subject: "sid-alice".into(),
+        at: NOW,
+        until: NOW + 10,
+    }]);
     g.set_revocations(revs);
-    assert_eq!(verdict(&g, "/", Some(&alice), NOW), (Decision::Login, Reason::Revoked));
+    assert_eq!(
+        verdict(&g, "/", Some(&alice), NOW),
+        (Decision::Login, Reason::Revoked)
+    );
     // Error is the handler's failure answer.
     let failure = g.on_failure(Failure::Panic);
-    assert!(failure.as_slice().iter().all(|a| !matches!(a, spop::Action::SetVar { name, .. } if name == "decision")));
+    assert!(
+        failure
+            .as_slice()
+            .iter()
+            .all(|a| !matches!(a, spop::Action::SetVar { name, .. } if name == "decision"))
+    );
 }
 
 fn var<'a>(a: &'a Actions, name: &str) -> Option<&'a keyward_spoa::TypedData> {
@@ -160,7 +205,9 @@ fn allow_carries_identity_and_login_carries_the_return_url() {
     let a = g.actions(&r, &g.decide(&r, NOW), NOW);
     assert_eq!(
         text(var(&a, "login_url")),
-        Some("https://auth.test/.keyward/login?rd=https%3A%2F%2Fapp%2Etest%3A8443%2Freports%3Fq%3D1%26x%3D%3Cy%3E")
+        Some(
+            "https://auth.test/.keyward/login?rd=https%3A%2F%2Fapp%2Etest%3A8443%2Freports%3Fq%3D1%26x%3D%3Cy%3E"
+        )
     );
     assert_eq!(var(&a, "user"), None);
 }
@@ -170,11 +217,20 @@ fn a_revoked_session_gets_no_identity_even_on_a_public_route() {
     let g = gate_with(ring(3));
     let t = token::seal(&claims("eve", &[]), &g.keys().ring).unwrap();
     let mut revs = Revocations::default();
-    revs.apply(&[Revocation { id: 1, kind: Kind::User, subject: "eve".into(), at: NOW, until: NOW + 10 }]);
+    revs.apply(&[Revocation {
+        id: 1,
+        kind: Kind::User,
+        subject: "eve".into(),
+        at: NOW,
+        until: NOW + 10,
+    }]);
     g.set_revocations(revs);
     let r = req("/healthz", Some(&t));
     let out = g.decide(&r, NOW);
-    assert_eq!((out.verdict.decision, out.verdict.reason), (Decision::Allow, Reason::Ok));
+    assert_eq!(
+        (out.verdict.decision, out.verdict.reason),
+        (Decision::Allow, Reason::Ok)
+    );
     let a = g.actions(&r, &out, NOW);
     assert_eq!(var(&a, "user"), None);
     assert_eq!(var(&a, "assertion"), None);
@@ -204,8 +260,16 @@ fn cached_sessions_still_expire_and_die_with_their_key() {
     let t = token::seal(&c, &g.keys().ring).unwrap();
     assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
     assert_eq!(g.cached_sessions(), 1);
-    assert_eq!(verdict(&g, "/", Some(&t), NOW + 20).1, Reason::Ok, "within leeway");
-    assert_eq!(verdict(&g, "/", Some(&t), NOW + 41).1, Reason::Expired, "cached, but past exp + leeway");
+    assert_eq!(
+        verdict(&g, "/", Some(&t), NOW + 20).1,
+        Reason::Ok,
+        "within leeway"
+    );
+    assert_eq!(
+        verdict(&g, "/", Some(&t), NOW + 41).1,
+        Reason::Expired,
+        "cached, but past exp + leeway"
+    );
 
     // Rotate and retire the key that sealed a cached session: refused at once.
     let t = token::seal(&claims("gil", &[]), &g.keys().ring).unwrap();

@@ -6,7 +6,9 @@ use keyward_policy::{Decision, Reason};
 use keyward_spoa::Actions;
 
 pub fn set_decision(actions: &mut Actions, decision: Decision, reason: Reason) {
-    actions.set_txn("decision", decision.as_str()).set_txn("reason", reason.as_str());
+    actions
+        .set_txn("decision", decision.as_str())
+        .set_txn("reason", reason.as_str());
 }
 
 /// The answer when no decision could be made: no `decision` at all, so HAProxy's

@@ -145,12 +145,11 @@ pub(crate) fn source(raw: &str) -> Result<IpNet, String> {
 }
 
 fn canonical_net(net: IpNet) -> IpNet {
-    if let IpNet::V6(v6) = net {
-        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
-            if let Ok(v4net) = Ipv4Net::new(v4, v6.prefix_len() - 96) {
-                return IpNet::V4(v4net);
-            }
-        }
+    if let IpNet::V6(v6) = net
+        && let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96)
+        && let Ok(v4net) = Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net);
     }
     net
 }

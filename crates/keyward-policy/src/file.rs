@@ -40,12 +40,12 @@ struct RawFile {
 pub(crate) fn parse(text: &str) -> Result<Vec<Rule>, PolicyError> {
     let raw: RawFile = toml::from_str(text)
         .map_err(|e| PolicyError::file(format!("not a valid policy file: {e}")))?;
-    if let Some(version) = raw.version {
-        if version != 1 {
-            return Err(PolicyError::file(format!(
-                "version = {version} is not supported; write version = 1 (or leave it out)"
-            )));
-        }
+    if let Some(version) = raw.version
+        && version != 1
+    {
+        return Err(PolicyError::file(format!(
+            "version = {version} is not supported; write version = 1 (or leave it out)"
+        )));
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut rules = Vec::with_capacity(raw.rule.len());

@@ -143,10 +143,10 @@ impl Requirements {
         if !device_ok || !model_ok {
             return Err(Shortfall::Device);
         }
-        if let Some(max) = self.max_auth_age {
-            if now.saturating_sub(claims.auth_time) > max {
-                return Err(Shortfall::StaleAuth);
-            }
+        if let Some(max) = self.max_auth_age
+            && now.saturating_sub(claims.auth_time) > max
+        {
+            return Err(Shortfall::StaleAuth);
         }
         Ok(())
     }

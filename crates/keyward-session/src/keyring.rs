@@ -235,11 +235,11 @@ fn retire_older<'a>(
     retired: &mut Vec<String>,
 ) {
     for (id, state) in keys {
-        if let KeyState::Verify { since } = *state {
-            if now > since.saturating_add(lifetime) {
-                *state = KeyState::Retired { since: now };
-                retired.push(id.clone());
-            }
+        if let KeyState::Verify { since } = *state
+            && now > since.saturating_add(lifetime)
+        {
+            *state = KeyState::Retired { since: now };
+            retired.push(id.clone());
         }
     }
 }

@@ -52,15 +52,26 @@ impl Store {
                 .max_connections(4)
                 .connect_with(opts)
                 .await
-                .map_err(|source| StoreError::Open { url: url.to_owned(), source })?;
+                .map_err(|source| StoreError::Open {
+                    url: url.to_owned(),
+                    source,
+                })?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             return Ok(Store::Sqlite(pool));
         }
-        Err(StoreError::Url(format!("`{url}`: only sqlite: URLs are supported, e.g. sqlite:///var/lib/keyward/keyward.db")))
+        Err(StoreError::Url(format!(
+            "`{url}`: only sqlite: URLs are supported, e.g. sqlite:///var/lib/keyward/keyward.db"
+        )))
     }
 
     /// Appends a revocation and returns it with its log id.
-    pub async fn revoke(&self, kind: Kind, subject: &str, at: i64, until: i64) -> Result<Revocation, StoreError> {
+    pub async fn revoke(
+        &self,
+        kind: Kind,
+        subject: &str,
+        at: i64,
+        until: i64,
+    ) -> Result<Revocation, StoreError> {
         match self {
             Store::Sqlite(pool) => {
                 let id: i64 = sqlx::query_scalar(
@@ -72,13 +83,23 @@ impl Store {
                 .bind(until)
                 .fetch_one(pool)
                 .await?;
-                Ok(Revocation { id, kind, subject: subject.to_owned(), at, until })
+                Ok(Revocation {
+                    id,
+                    kind,
+                    subject: subject.to_owned(),
+                    at,
+                    until,
+                })
             }
         }
     }
 
     /// Log entries after `after_id` that are still in force at `now`, in id order.
-    pub async fn revocations_since(&self, after_id: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+    pub async fn revocations_since(
+        &self,
+        after_id: i64,
+        now: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
         match self {
             Store::Sqlite(pool) => {
                 let rows = sqlx::query(
@@ -138,8 +159,14 @@ mod tests {
         store.close().await;
 
         let store = Store::open(&url).await.unwrap();
-        assert_eq!(store.revocations_since(0, 120).await.unwrap(), vec![a.clone(), b.clone()]);
-        assert_eq!(store.revocations_since(a.id, 120).await.unwrap(), vec![b.clone()]);
+        assert_eq!(
+            store.revocations_since(0, 120).await.unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(
+            store.revocations_since(a.id, 120).await.unwrap(),
+            vec![b.clone()]
+        );
         assert_eq!(store.revocations_since(0, 210).await.unwrap(), vec![b]);
         assert_eq!(store.purge_revocations(210).await.unwrap(), 1);
     }

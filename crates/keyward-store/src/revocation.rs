@@ -62,7 +62,10 @@ impl Revocations {
     /// Whether `claims` belongs to a revoked session.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
         self.sessions.contains_key(&claims.sid)
-            || self.users.get(&claims.sub).is_some_and(|&at| claims.iat <= at)
+            || self
+                .users
+                .get(&claims.sub)
+                .is_some_and(|&at| claims.iat <= at)
             || claims
                 .dev
                 .as_ref()
@@ -128,13 +131,23 @@ mod tests {
     }
 
     fn rev(id: i64, kind: Kind, subject: &str, at: i64) -> Revocation {
-        Revocation { id, kind, subject: subject.into(), at, until: at + 3600 }
+        Revocation {
+            id,
+            kind,
+            subject: subject.into(),
+            at,
+            until: at + 3600,
+        }
     }
 
     #[test]
     fn each_kind_revokes_what_it_names() {
         let mut r = Revocations::default();
-        r.apply(&[rev(1, Kind::Session, "s1", 100), rev(2, Kind::User, "alice", 100), rev(3, Kind::Device, "d9", 100)]);
+        r.apply(&[
+            rev(1, Kind::Session, "s1", 100),
+            rev(2, Kind::User, "alice", 100),
+            rev(3, Kind::Device, "d9", 100),
+        ]);
         assert!(r.is_revoked(&claims("s1", "bob", None, 50)));
         assert!(r.is_revoked(&claims("s2", "alice", None, 100)));
         assert!(r.is_revoked(&claims("s3", "carol", Some("d9"), 99)));
@@ -145,7 +158,10 @@ mod tests {
     #[test]
     fn user_and_device_revocations_spare_later_logins() {
         let mut r = Revocations::default();
-        r.apply(&[rev(1, Kind::User, "alice", 100), rev(2, Kind::Device, "d9", 100)]);
+        r.apply(&[
+            rev(1, Kind::User, "alice", 100),
+            rev(2, Kind::Device, "d9", 100),
+        ]);
         assert!(!r.is_revoked(&claims("s", "alice", None, 101)));
         assert!(!r.is_revoked(&claims("s", "bob", Some("d9"), 101)));
     }
@@ -154,7 +170,10 @@ mod tests {
     fn replayed_entries_are_skipped_and_old_ones_forgotten() {
         let mut r = Revocations::default();
         r.apply(&[rev(5, Kind::User, "alice", 100)]);
-        r.apply(&[rev(4, Kind::User, "bob", 100), rev(5, Kind::User, "alice", 100)]);
+        r.apply(&[
+            rev(4, Kind::User, "bob", 100),
+            rev(5, Kind::User, "alice", 100),
+        ]);
         assert_eq!(r.len(), 1, "id 4 was older than what was applied");
         r.forget_before(101);
         assert!(r.is_empty());

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use keyward_config::Config;
-use keyward_session::keyring::{file as ringfile, KeyRing};
+use keyward_session::keyring::{KeyRing, file as ringfile};
 use keyward_session::token;
 use keyward_session::{AuthMethod, Claims};
 use keyward_store::{Kind, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::serve::REFRESH_PATH;
 use crate::state::{self, os_random, unix_now};
@@ -18,7 +17,10 @@ use crate::state::{self, os_random, unix_now};
 pub fn keys_generate(cfg: &Config) -> anyhow::Result<()> {
     let path = &cfg.session.keyring;
     if path.exists() {
-        bail!("{} already exists; use `keyward keys rotate` to change keys", path.display());
+        bail!(
+            "{} already exists; use `keyward keys rotate` to change keys",
+            path.display()
+        );
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -37,7 +39,11 @@ pub fn keys_rotate(cfg: &Config, session: bool, assertion: bool) -> anyhow::Resu
     let path = &cfg.session.keyring;
     let mut ring = state::load_ring(path)?;
     let now = unix_now();
-    let (session, assertion) = if !session && !assertion { (true, true) } else { (session, assertion) };
+    let (session, assertion) = if !session && !assertion {
+        (true, true)
+    } else {
+        (session, assertion)
+    };
     if session {
         let id = ring.rotate_session(now, &mut os_random)?;
         tracing::info!(target: "audit", event = "key_rotated", kind = "session", key = %id);
@@ -79,9 +85,15 @@ pub fn keys_retire(cfg: &Config, id: &str) -> anyhow::Result<()> {
 }
 
 fn print_keys(ring: &KeyRing) {
-    println!("{:<10} {:<10} {:<22} {}", "KIND", "STATE", "CREATED", "ID");
+    println!("{:<10} {:<10} {:<22} ID", "KIND", "STATE", "CREATED");
     for k in ring.list() {
-        println!("{:<10} {:<10} {:<22} {}", k.kind.to_string(), k.state.as_str(), when(k.created), k.id);
+        println!(
+            "{:<10} {:<10} {:<22} {}",
+            k.kind.to_string(),
+            k.state.as_str(),
+            when(k.created),
+            k.id
+        );
     }
 }
 
@@ -101,7 +113,13 @@ pub struct Mint {
 }
 
 /// `keyward token mint`: a break-glass or automation session token, printed on stdout.
-pub fn token_mint(cfg: &Config, mint: Mint) -> anyhow::Result<()> {
+pub fn token_mint(cfg: &Config, request: Mint) -> anyhow::Result<()> {
+    println!("{}", mint(cfg, request)?);
+    Ok(())
+}
+
+/// Seals a minted session token (audited).
+pub fn mint(cfg: &Config, mint: Mint) -> anyhow::Result<String> {
     if mint.ttl > cfg.session.max_lifetime {
         bail!(
             "--ttl {} is longer than `session.max_lifetime` ({}); keys could retire before it expires",
@@ -134,8 +152,7 @@ pub fn token_mint(cfg: &Config, mint: Mint) -> anyhow::Result<()> {
         device = claims.dev.as_deref().unwrap_or("-"),
         ttl_secs = mint.ttl.as_secs(),
     );
-    println!("{sealed}");
-    Ok(())
+    Ok(sealed)
 }
 
 /// `keyward sessions revoke`: records the revocation in the store, then asks the local
@@ -151,9 +168,15 @@ pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow:
     store.close().await;
     match kind {
         // A user id can be personal data: the audit names the revocation, not the user.
-        Kind::User => tracing::info!(target: "audit", event = "revoked", kind = "user", revocation = r.id),
-        Kind::Session => tracing::info!(target: "audit", event = "revoked", kind = "session", revocation = r.id, session = subject),
-        Kind::Device => tracing::info!(target: "audit", event = "revoked", kind = "device", revocation = r.id, device = subject),
+        Kind::User => {
+            tracing::info!(target: "audit", event = "revoked", kind = "user", revocation = r.id)
+        }
+        Kind::Session => {
+            tracing::info!(target: "audit", event = "revoked", kind = "session", revocation = r.id, session = subject)
+        }
+        Kind::Device => {
+            tracing::info!(target: "audit", event = "revoked", kind = "device", revocation = r.id, device = subject)
+        }
     }
     match notify_agent(cfg).await {
         Ok(()) => println!("revoked (#{}); in force on the local agent now", r.id),
@@ -168,19 +191,8 @@ pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow:
 
 /// POSTs to the agent's ops listener so it reads the store now.
 async fn notify_agent(cfg: &Config) -> anyhow::Result<()> {
-    let addr = cfg.ops.listen;
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("POST {REFRESH_PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await?;
-        anyhow::Ok(resp)
-    };
-    let resp = tokio::time::timeout(Duration::from_secs(3), exchange).await.context("timed out")??;
-    if resp.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        bail!("{}", String::from_utf8_lossy(resp.split(|&b| b == b'\r').next().unwrap_or_default()))
+    match crate::httpc::request(cfg.ops.listen, "POST", REFRESH_PATH).await? {
+        (200, _) => Ok(()),
+        (status, body) => bail!("{status} {}", body.trim()),
     }
 }

@@ -11,7 +11,11 @@ use keyward_store::Kind;
 use crate::admin;
 
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about = "FIDO2 identity for HAProxy, enforced by an SPOE agent")]
+#[command(
+    name = "keyward",
+    version,
+    about = "FIDO2 identity for HAProxy, enforced by an SPOE agent"
+)]
 pub struct Cli {
     /// keyward.toml (default: $KEYWARD_CONFIG or /etc/keyward/keyward.toml).
     #[arg(long, short, global = true)]
@@ -35,6 +39,15 @@ enum Command {
     /// Revoke sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+    /// Run HAProxy + keyward + a demo app on loopback (Ctrl-C stops all of it).
+    Demo {
+        /// Where the demo keeps its config, keys and database.
+        #[arg(long, default_value = "keyward-demo")]
+        state_dir: PathBuf,
+        /// The port HAProxy listens on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +108,13 @@ struct RevokeArgs {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
-        let path = self.config.clone().unwrap_or_else(keyward_config::default_path);
+        if let Command::Demo { state_dir, port } = self.command {
+            return crate::demo::demo(state_dir, port);
+        }
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(keyward_config::default_path);
         let cfg = Config::load(&path)?;
         if let Command::CheckConfig = self.command {
             println!("{}: ok", path.display());
@@ -104,14 +123,35 @@ impl Cli {
         let logs = crate::telemetry::init(&cfg.log, &cfg.audit)?;
         match self.command {
             Command::Serve => runtime()?.block_on(crate::serve::serve(path, cfg, logs)),
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig | Command::Demo { .. } => Ok(()),
             Command::Keys(KeysCmd::Generate) => admin::keys_generate(&cfg),
-            Command::Keys(KeysCmd::Rotate { session, assertion }) => admin::keys_rotate(&cfg, session, assertion),
+            Command::Keys(KeysCmd::Rotate { session, assertion }) => {
+                admin::keys_rotate(&cfg, session, assertion)
+            }
             Command::Keys(KeysCmd::List) => admin::keys_list(&cfg),
             Command::Keys(KeysCmd::Retire { id }) => admin::keys_retire(&cfg, &id),
-            Command::Token(TokenCmd::Mint { user, roles, ttl, device, email }) => {
-                let roles = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
-                admin::token_mint(&cfg, admin::Mint { user, roles, ttl, device, email })
+            Command::Token(TokenCmd::Mint {
+                user,
+                roles,
+                ttl,
+                device,
+                email,
+            }) => {
+                let roles = roles
+                    .into_iter()
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                admin::token_mint(
+                    &cfg,
+                    admin::Mint {
+                        user,
+                        roles,
+                        ttl,
+                        device,
+                        email,
+                    },
+                )
             }
             Command::Sessions(SessionsCmd::Revoke(args)) => {
                 let (kind, subject) = match (args.session, args.user, args.device) {
@@ -126,7 +166,7 @@ impl Cli {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,6 +2,8 @@
 
 mod admin;
 mod cli;
+mod demo;
+mod httpc;
 mod serve;
 mod state;
 mod telemetry;

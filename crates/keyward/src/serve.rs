@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use axum::Router;
 use keyward_config::Config;
 use keyward_gate::{Gate, GateMetrics, Keys};
-use keyward_session::keyring::{KeyKind, KeyState};
 use keyward_ops::Readiness;
+use keyward_session::keyring::{KeyKind, KeyState};
 use keyward_spoa::{CancellationToken, LimitsHandle, Listener, Metrics, Server};
 use keyward_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::state::{self, Revoker};
 use crate::telemetry::LogHandle;
@@ -31,7 +31,11 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     let spoa_metrics = Metrics::register(&registry).context("registering metrics")?;
     let gate_metrics = GateMetrics::register(&registry).context("registering metrics")?;
     let reloads = IntCounterVec::new(
-        Opts::new("config_reloads_total", "Reloads of the config, key ring or policy, by result").namespace("keyward"),
+        Opts::new(
+            "config_reloads_total",
+            "Reloads of the config, key ring or policy, by result",
+        )
+        .namespace("keyward"),
         &["result"],
     )?;
     registry.register(Box::new(reloads.clone()))?;
@@ -39,10 +43,18 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     let ring = state::load_ring(&cfg.session.keyring)?;
     let policy = state::load_policy(&cfg.policy.file)?;
     let store = Store::open(&cfg.store.url).await?;
-    let gate = Arc::new(Gate::new(state::gate_config(&cfg), policy, Keys::new(ring), gate_metrics));
+    let gate = Arc::new(Gate::new(
+        state::gate_config(&cfg),
+        policy,
+        Keys::new(ring),
+        gate_metrics,
+    ));
     let horizon = (cfg.session.max_lifetime + cfg.session.leeway).as_secs() as i64;
     let revoker = Arc::new(Revoker::new(store.clone(), gate.clone(), horizon));
-    let loaded = revoker.refresh().await.context("loading revocations from the store")?;
+    let loaded = revoker
+        .refresh()
+        .await
+        .context("loading revocations from the store")?;
     tracing::info!(revocations = loaded, "revocations loaded");
 
     let mut listeners = Vec::new();
@@ -56,26 +68,44 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
 
     let shutdown = CancellationToken::new();
     let ready = Readiness::default();
-    let ops_app = keyward_ops::router(registry.clone(), ready.clone())
-        .merge(Router::new().route(REFRESH_PATH, post(refresh)).with_state(revoker.clone()));
+    let ops_app = keyward_ops::router(registry.clone(), ready.clone()).merge(
+        Router::new()
+            .route(REFRESH_PATH, post(refresh))
+            .with_state(revoker.clone()),
+    );
     let (ops_addr, ops) = keyward_ops::bind(cfg.ops.listen, ops_app, shutdown.clone())
         .await
         .with_context(|| format!("`ops.listen`: cannot listen on {}", cfg.ops.listen))?;
     tracing::info!(addr = %ops_addr, "ops listening (/metrics, /healthz, /readyz)");
-    let (portal_addr, portal) = keyward_portal::bind(cfg.portal.listen, keyward_portal::router(gate.clone()), shutdown.clone())
-        .await
-        .with_context(|| format!("`portal.listen`: cannot listen on {}", cfg.portal.listen))?;
+    let (portal_addr, portal) = keyward_portal::bind(
+        cfg.portal.listen,
+        keyward_portal::router(gate.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("`portal.listen`: cannot listen on {}", cfg.portal.listen))?;
     tracing::info!(addr = %portal_addr, "portal listening");
     let ops = tokio::spawn(ops);
     let portal = tokio::spawn(portal);
-    let poller = tokio::spawn(poll_revocations(revoker.clone(), cfg.store.revocation_poll, shutdown.clone()));
+    let poller = tokio::spawn(poll_revocations(
+        revoker.clone(),
+        cfg.store.revocation_poll,
+        shutdown.clone(),
+    ));
 
     let server = Server::new(gate.clone(), cfg.spoa.limits(), spoa_metrics);
     let limits = server.limits();
     let spoa = tokio::spawn(server.run(listeners, shutdown.clone()));
     ready.set(true);
 
-    let mut reloader = Reloader { path, current: cfg, limits, logs, reloads, gate };
+    let mut reloader = Reloader {
+        path,
+        current: cfg,
+        limits,
+        logs,
+        reloads,
+        gate,
+    };
     wait_for_shutdown(&mut reloader).await?;
 
     tracing::info!("shutting down: draining SPOA connections");
@@ -95,7 +125,10 @@ async fn refresh(State(revoker): State<Arc<Revoker>>) -> (axum::http::StatusCode
         Ok(n) => (axum::http::StatusCode::OK, format!("applied {n}\n")),
         Err(err) => {
             tracing::error!(%err, "revocation refresh failed");
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n".into())
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable\n".into(),
+            )
         }
     }
 }
@@ -114,7 +147,7 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
             tracing::error!(%err, "reading revocations from the store failed");
         }
         n += 1;
-        if n % 600 == 0 {
+        if n.is_multiple_of(600) {
             match revoker.store.purge_revocations(state::unix_now()).await {
                 Ok(purged) if purged > 0 => tracing::info!(purged, "expired revocations purged"),
                 Ok(_) => {}
@@ -177,7 +210,9 @@ impl Reloader {
     }
 
     fn result(&self, ok: bool) {
-        self.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Applies what can change without dropping connections; keeps what is running
@@ -193,7 +228,9 @@ impl Reloader {
                     || new.assertion != self.current.assertion
                     || new.portal != self.current.portal
                 {
-                    tracing::warn!("listen addresses, [session], [assertion], [portal] and [store] take effect on restart");
+                    tracing::warn!(
+                        "listen addresses, [session], [assertion], [portal] and [store] take effect on restart"
+                    );
                 }
                 self.limits.store(new.spoa.limits());
                 if let Err(err) = self.logs.set_level(&new.log.level) {
@@ -220,7 +257,10 @@ impl Reloader {
             }
             Err(err) => {
                 self.result(false);
-                tracing::error!(err = format!("{err:#}"), "new policy rejected; keeping the running one");
+                tracing::error!(
+                    err = format!("{err:#}"),
+                    "new policy rejected; keeping the running one"
+                );
             }
         }
         match state::load_ring(&self.current.session.keyring) {
@@ -232,7 +272,10 @@ impl Reloader {
             }
             Err(err) => {
                 self.result(false);
-                tracing::error!(err = format!("{err:#}"), "key ring rejected; keeping the running one");
+                tracing::error!(
+                    err = format!("{err:#}"),
+                    "key ring rejected; keeping the running one"
+                );
             }
         }
     }
@@ -241,11 +284,16 @@ impl Reloader {
     /// one has run `keyward keys rotate` or `retire` since (the file is not written).
     fn retire_expired_keys(&self) {
         let now = state::unix_now();
-        let lifetime = (self.current.session.max_lifetime + self.current.session.leeway).as_secs() as i64;
+        let lifetime =
+            (self.current.session.max_lifetime + self.current.session.leeway).as_secs() as i64;
         let ttl = (self.current.assertion.ttl + self.current.session.leeway).as_secs() as i64;
         let due = self.gate.keys().ring.list().iter().any(|k| match k.state {
             KeyState::Verify { since } => {
-                let window = if k.kind == KeyKind::Session { lifetime } else { ttl };
+                let window = if k.kind == KeyKind::Session {
+                    lifetime
+                } else {
+                    ttl
+                };
                 since + window < now
             }
             _ => false,
@@ -259,7 +307,10 @@ impl Reloader {
                 tracing::info!(target: "audit", event = "keys_retired", keys = retired.join(","));
                 self.gate.set_keys(Keys::new(ring));
             }
-            Err(err) => tracing::error!(err = format!("{err:#}"), "key ring unreadable; expired keys not retired"),
+            Err(err) => tracing::error!(
+                err = format!("{err:#}"),
+                "key ring unreadable; expired keys not retired"
+            ),
         }
     }
 }

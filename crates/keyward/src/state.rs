@@ -9,12 +9,14 @@ use anyhow::Context;
 use keyward_config::Config;
 use keyward_gate::{AssertionConfig, Gate, GateConfig};
 use keyward_policy::Policy;
-use keyward_session::keyring::{file as ringfile, KeyRing};
+use keyward_session::keyring::{KeyRing, file as ringfile};
 use keyward_store::Store;
 use tokio::sync::Mutex;
 
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Fills `buf` from the operating system's random source.
@@ -35,9 +37,14 @@ pub fn load_ring(path: &Path) -> anyhow::Result<KeyRing> {
 }
 
 pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("`policy.file`: cannot read {} (see docs/policy.md)", path.display()))?;
-    Policy::from_toml(&text).with_context(|| format!("`policy.file`: {} is invalid", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "`policy.file`: cannot read {} (see docs/policy.md)",
+            path.display()
+        )
+    })?;
+    Policy::from_toml(&text)
+        .with_context(|| format!("`policy.file`: {} is invalid", path.display()))
 }
 
 pub fn gate_config(cfg: &Config) -> GateConfig {
@@ -66,7 +73,12 @@ pub struct Revoker {
 
 impl Revoker {
     pub fn new(store: Store, gate: Arc<Gate>, horizon: i64) -> Self {
-        Self { store, gate, horizon, lock: Mutex::new(()) }
+        Self {
+            store,
+            gate,
+            horizon,
+            lock: Mutex::new(()),
+        }
     }
 
     /// Applies what the store has that the gate has not seen. Returns the number of new

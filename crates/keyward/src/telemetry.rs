@@ -8,10 +8,10 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use keyward_config::{AuditConfig, LogConfig, LogFormat};
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// The tracing target of audit events.
 pub const AUDIT: &str = "audit";
@@ -28,9 +28,12 @@ impl LogHandle {
 
 fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid filter"),
-        _ => EnvFilter::try_new(level)
-            .with_context(|| format!("`log.level`: `{level}` is not a valid filter (try \"info\")")),
+        Ok(env) if !env.is_empty() => {
+            EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")
+        }
+        _ => EnvFilter::try_new(level).with_context(|| {
+            format!("`log.level`: `{level}` is not a valid filter (try \"info\")")
+        }),
     }
 }
 
@@ -42,7 +45,10 @@ pub fn init(cfg: &LogConfig, audit: &AuditConfig) -> anyhow::Result<LogHandle> {
         LogFormat::Json => ops.json().flatten_event(true).boxed(),
         LogFormat::Text => ops.boxed(),
     };
-    let audit_layer = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
+    let audit_layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false);
     let audit_layer = match &audit.file {
         Some(path) => {
             let file = OpenOptions::new()

@@ -4,7 +4,8 @@
 //! Session secrets are PASERK `k4.local.` strings (base64url), assertion keys PKCS#8 DER
 //! in standard base64. [`load`] refuses files readable by group or others and checks
 //! that every id matches its key material; [`save`] replaces the file atomically (a
-//! 0600 temporary file in the same directory, fsync, rename, fsync of the directory).
+//! 0600 temporary file in the same directory, given the old file's owner, fsync,
+//! rename, fsync of the directory).
 
 use std::fs::{self, File, Permissions};
 use std::io::{Read, Write};
@@ -99,6 +100,9 @@ pub fn save(path: &Path, ring: &KeyRing) -> Result<(), KeyRingError> {
         .permissions(owner_only())
         .tempfile_in(dir)
         .map_err(|e| io("create a temporary file next to", e))?;
+    if let Ok(existing) = fs::metadata(path) {
+        keep_owner(tmp.as_file(), &existing).map_err(|e| io("keep the owner of", e))?;
+    }
     tmp.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
     tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
     tmp.persist(path).map_err(|e| io("replace", e.error))?;
@@ -119,6 +123,23 @@ fn owner_only() -> Permissions {
     fs::metadata(".")
         .map(|m| m.permissions())
         .expect("current directory")
+}
+
+/// A replaced key ring keeps its owner and group (e.g. when root runs a renewal hook
+/// for a ring owned by the keyward user). A no-op when they are already ours.
+#[cfg(unix)]
+fn keep_owner(file: &File, existing: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = file.metadata()?;
+    if (ours.uid(), ours.gid()) == (existing.uid(), existing.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(existing.uid()), Some(existing.gid()))
+}
+
+#[cfg(not(unix))]
+fn keep_owner(_: &File, _: &fs::Metadata) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]

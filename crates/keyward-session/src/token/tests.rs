@@ -295,7 +295,10 @@ fn huge_input_is_malformed_without_parsing() {
     assert_eq!(open(&huge, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
     // Even authentic tokens are refused past the limit, so nothing big gets decoded.
     let sized = |n: usize| {
-        let c = Claims { roles: vec!["r".repeat(n)], ..claims() };
+        let c = Claims {
+            roles: vec!["r".repeat(n)],
+            ..claims()
+        };
         (seal(&c, &ring).unwrap(), c)
     };
     let (big, _) = sized(48 * 1024);

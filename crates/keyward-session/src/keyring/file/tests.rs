@@ -282,3 +282,21 @@ fn missing_or_oversized_files_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn replacing_keeps_the_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    save(&path, &ring(1)).unwrap();
+    if fs::metadata(&path).unwrap().uid() != 0 {
+        return; // only root can give a file away (as a renewal hook does)
+    }
+    std::os::unix::fs::chown(&path, Some(4242), Some(4243)).unwrap();
+    save(&path, &ring(2)).unwrap();
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (4242, 4243, 0o600)
+    );
+}
