@@ -46,8 +46,8 @@ pub fn router(registry: Registry, ready: Readiness) -> Router {
         .with_state(Ops { registry, ready })
 }
 
-/// Binds `addr` and serves `app` (the ops [`router`], possibly with more routes merged
-/// in); the returned future serves until `shutdown` is cancelled.
+/// Binds `addr` and serves `app` (the ops [`router`] with more routes merged in, or the
+/// portal's); the returned future serves until `shutdown` is cancelled.
 pub async fn bind(
     addr: SocketAddr,
     app: Router,

@@ -5,7 +5,6 @@
 //!   (active and verify-only; retired keys drop out), so applications verify
 //!   `X-Keyward-Assertion` without sharing a secret.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,8 +13,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use keyward_gate::Gate;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Path of the JWKS document.
 pub const JWKS_PATH: &str = "/.well-known/keyward/jwks.json";
@@ -35,22 +32,4 @@ async fn jwks(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
         ],
         serde_json::to_string(&body).unwrap_or_else(|_| "{\"keys\":[]}".into()),
     )
-}
-
-/// Binds `addr`; the returned future serves until `shutdown` is cancelled.
-pub async fn bind(
-    addr: SocketAddr,
-    app: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<(
-    SocketAddr,
-    impl std::future::Future<Output = std::io::Result<()>>,
-)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((local, async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    }))
 }
