@@ -77,7 +77,7 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         .await
         .with_context(|| format!("`ops.listen`: cannot listen on {}", cfg.ops.listen))?;
     tracing::info!(addr = %ops_addr, "ops listening (/metrics, /healthz, /readyz)");
-    let (portal_addr, portal) = keyward_portal::bind(
+    let (portal_addr, portal) = keyward_ops::bind(
         cfg.portal.listen,
         keyward_portal::router(gate.clone()),
         shutdown.clone(),
