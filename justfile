@@ -6,6 +6,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # Everything CI runs: formatting, lints, then every test (unit, property, protocol,
 # end-to-end through real HAProxy), built once.
 test: lint
+    # The end-to-end tests run the real binaries (keyward, test-agent).
+    cargo build --workspace --bins --locked
     cargo test --workspace --all-targets --locked
 
 # Formatting and clippy with warnings as errors.

@@ -226,3 +226,29 @@ async fn slow_handler_hits_timeout_processing_and_fails_closed() {
         200
     );
 }
+
+#[tokio::test]
+async fn agent_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("spoa.sock");
+    let _agent = Proc::spawn(
+        "test-agent",
+        Command::new(env!("CARGO_BIN_EXE_test-agent")).arg(format!("unix:{}", sock.display())),
+    );
+    eventually(Duration::from_secs(10), "unix socket", || async {
+        sock.exists().then_some(())
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let haproxy = Haproxy::start(&Wiring {
+        spoa: format!("unix@{}", sock.display()),
+        upstream: upstream.addr,
+        portal: None,
+        edits: vec![],
+    })
+    .await;
+    let r = get(haproxy.addr, "/allow/uma", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("x-keyward-user: uma\n"), "{}", r.body);
+    assert_eq!(get(haproxy.addr, "/deny", &[]).await.unwrap().status, 403);
+}

@@ -23,19 +23,26 @@ pub fn repo_root() -> PathBuf {
 /// The `keyward` binary of this build (`target/<profile>/keyward`). `cargo test
 /// --workspace --all-targets` builds it along with the tests.
 pub fn keyward_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/keyward
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("keyward"))
-        .unwrap_or_default();
+    let bin = sibling_bin("keyward");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p keyward` (or `just test`) first",
         bin.display()
     );
     bin
+}
+
+/// A binary of this build next to the running executable: `target/<profile>/<name>`,
+/// whether we are a test (in `deps/`) or a binary ourselves.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let dir = if dir.ends_with("deps") {
+        dir.parent().map(PathBuf::from).unwrap_or_default()
+    } else {
+        dir
+    };
+    dir.join(name)
 }
 
 /// A loopback port that was free a moment ago.

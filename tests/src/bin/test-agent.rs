@@ -10,7 +10,8 @@
 //! - `/panic`: the handler panics;
 //! - anything else: an answer without a decision.
 //!
-//! Usage: `test-agent <listen> [handler-timeout-ms]`
+//! Usage: `test-agent <listen> [handler-timeout-ms] [noop]`; with `noop` every request
+//! is allowed at once without reading it (the benchmarks' baseline agent).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,21 @@ use keyward_spoa::{
 };
 
 struct Scripted;
+
+/// Allows everything at once: the cost of the runtime alone.
+struct Noop;
+
+impl Handler for Noop {
+    async fn handle(&self, _request: Request) -> Result<Actions, HandlerError> {
+        let mut a = Actions::new();
+        vars::set_decision(&mut a, Decision::Allow, Reason::Ok);
+        Ok(a)
+    }
+
+    fn on_failure(&self, _failure: Failure) -> Actions {
+        vars::failure()
+    }
+}
 
 impl Handler for Scripted {
     async fn handle(&self, request: Request) -> Result<Actions, HandlerError> {
@@ -72,6 +88,7 @@ async fn main() {
         .next()
         .expect("usage: test-agent <listen> [handler-timeout-ms]");
     let timeout = args.next().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let noop = args.next().as_deref() == Some("noop");
     let limits = Limits {
         handler_timeout: Duration::from_millis(timeout),
         ..Limits::default()
@@ -88,7 +105,13 @@ async fn main() {
         term.recv().await;
         stop.cancel();
     });
-    Server::new(Arc::new(Scripted), limits, metrics)
-        .run(vec![listener], shutdown)
-        .await;
+    if noop {
+        Server::new(Arc::new(Noop), limits, metrics)
+            .run(vec![listener], shutdown)
+            .await;
+    } else {
+        Server::new(Arc::new(Scripted), limits, metrics)
+            .run(vec![listener], shutdown)
+            .await;
+    }
 }

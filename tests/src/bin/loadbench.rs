@@ -1,0 +1,352 @@
+//! Load benchmark through real HAProxy with wrk, all setups in ONE run and interleaved
+//! (round-robin, several rounds) so the ratios hold on a noisy machine:
+//!
+//! 1. plain HAProxy answering 200 itself;
+//! 2. HAProxy + a no-op agent on keyward's runtime (ACKs allow at once);
+//! 3. keyward, valid session (cache hit);
+//! 4. keyward, a distinct valid token per request (cache miss);
+//! 5. keyward, no session (login decision, 401);
+//! 6. HAProxy + the naive agent written like the `spop` crate's examples.
+//!
+//! Every setup answers from HAProxy itself (no upstream server), so what differs is the
+//! agent. Logging is off in HAProxy for all setups.
+//!
+//! `cargo build --release -p keyward -p keyward-tests && target/release/loadbench
+//!  [--seconds 10] [--rounds 3] [--connections 50] [--close]`
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use keyward_session::keyring::file as ringfile;
+use keyward_session::{AuthMethod, Claims};
+use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::keyward::Keyward;
+use keyward_tests::process::Proc;
+use keyward_tests::{free_port, loopback, sibling_bin, wait_listening};
+
+const LUA: &str = r#"
+local mode = os.getenv("KW_MODE") or "plain"
+local tokens, n, i, id = {}, 0, 0, 0
+local threads = 0
+setup = function(thread) thread:set("id", threads); threads = threads + 1 end
+init = function(args)
+  id = tonumber(wrk.thread:get("id")) or 0
+  if mode == "miss" then
+    for line in io.lines(os.getenv("KW_TOKENS")) do n = n + 1; tokens[n] = line end
+  end
+end
+request = function()
+  local headers = {}
+  if os.getenv("KW_CLOSE") then headers["Connection"] = "close" end
+  if mode == "hit" then
+    headers["Cookie"] = "keyward_session=" .. os.getenv("KW_TOKEN")
+  elseif mode == "miss" then
+    i = i + 1
+    headers["Cookie"] = "keyward_session=" .. tokens[((i * 2 + id) % n) + 1]
+  end
+  return wrk.format("GET", "/", headers)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("KW p50=%d p99=%d p999=%d errors=%d\n",
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"#;
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    mode: &'static str,
+    /// Expected status of every response.
+    status: u16,
+}
+
+#[derive(Default, Clone)]
+struct Sample {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn no_logs() -> Vec<(String, String)> {
+    vec![
+        ("    option httplog\n".into(), String::new()),
+        ("    log global\n".into(), "    no log\n".into()),
+        (
+            "    server app \"${KEYWARD_UPSTREAM-127.0.0.1:8000}\"".into(),
+            "    http-request return status 200 content-type text/plain string \"ok\\n\"".into(),
+        ),
+    ]
+}
+
+async fn agent_haproxy(spoa: String) -> Haproxy {
+    let mut edits = no_logs();
+    // The SPOE engine's own log line per request, too.
+    edits.push((
+        "    log global\n    use-backend".into(),
+        "    use-backend".into(),
+    ));
+    Haproxy::start(&Wiring {
+        spoa,
+        upstream: loopback(1),
+        portal: None,
+        edits,
+    })
+    .await
+}
+
+fn plain_haproxy(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let cfg = dir.join("plain.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend plain\n    bind 127.0.0.1:{port}\n    default_backend app\n\
+             backend app\n    http-request return status 200 content-type text/plain string \"ok\\n\"\n"
+        ),
+    )
+    .expect("write plain config");
+    (
+        Proc::spawn(
+            "haproxy",
+            Command::new("haproxy").args(["-db", "-f"]).arg(&cfg),
+        ),
+        port,
+    )
+}
+
+fn run_wrk(
+    t: &Target,
+    seconds: u64,
+    connections: u64,
+    close: bool,
+    lua: &std::path::Path,
+    env: &[(&str, String)],
+) -> Sample {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "-s",
+    ])
+    .arg(lua)
+    .arg(format!("http://127.0.0.1:{}/", t.port))
+    .env("KW_MODE", t.mode);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if close {
+        cmd.env("KW_CLOSE", "1");
+    }
+    let out = cmd
+        .output()
+        .expect("wrk is installed (bash .ci/bootstrap installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Requests/sec:")
+                .map(|v| v.trim().parse().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    let non_ok = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Non-2xx or 3xx responses:")
+                .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    if (t.status == 200 && non_ok > 0) || (t.status != 200 && non_ok == 0) {
+        eprintln!(
+            "warning: {}: {non_ok} responses were not {}",
+            t.name, t.status
+        );
+    }
+    let kw = text
+        .lines()
+        .find(|l| l.starts_with("KW "))
+        .unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        kw.split_whitespace()
+            .find_map(|f| f.strip_prefix(name).and_then(|v| v.parse::<f64>().ok()))
+            .map_or(0.0, |us| us / 1000.0)
+    };
+    if kw.contains("errors=") && !kw.contains("errors=0") {
+        eprintln!("warning: {}: socket errors: {kw}", t.name);
+    }
+    Sample {
+        rps,
+        p50: field("p50="),
+        p99: field("p99="),
+        p999: field("p999="),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds = arg(&args, "--seconds", 10);
+    let rounds = arg(&args, "--rounds", 3);
+    let connections = arg(&args, "--connections", 50);
+    let close = args.iter().any(|a| a == "--close");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lua = dir.path().join("bench.lua");
+    std::fs::write(&lua, LUA).expect("write lua");
+
+    // 1. plain
+    let (_plain, plain_port) = plain_haproxy(dir.path());
+    wait_listening(loopback(plain_port), "plain HAProxy").await;
+    // 2. no-op agent on keyward's runtime
+    let noop_port = free_port();
+    let _noop = Proc::spawn(
+        "test-agent",
+        Command::new(sibling_bin("test-agent"))
+            .arg(format!("127.0.0.1:{noop_port}"))
+            .arg("400")
+            .arg("noop"),
+    );
+    wait_listening(loopback(noop_port), "no-op agent").await;
+    let noop_hp = agent_haproxy(format!("127.0.0.1:{noop_port}")).await;
+    // 6. naive agent
+    let naive_port = free_port();
+    let _naive = Proc::spawn(
+        "naive-agent",
+        Command::new(sibling_bin("naive-agent")).arg(format!("127.0.0.1:{naive_port}")),
+    );
+    wait_listening(loopback(naive_port), "naive agent").await;
+    let naive_hp = agent_haproxy(format!("127.0.0.1:{naive_port}")).await;
+    // 3-5. keyward
+    let policy = "[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
+    let mut kw = Keyward::start(policy, "[log]\nlevel = \"warn\"\n").await;
+    let kw_hp = agent_haproxy(kw.spoa.to_string()).await;
+    let token = kw.mint("bench-user", "dev,ops", "12h", Some("bench-device"));
+    let tokens_path = dir.path().join("tokens.txt");
+    {
+        let ring = ringfile::load(&kw.dir.path().join("keyring.toml")).expect("key ring");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(&tokens_path).expect("tokens file"));
+        for i in 0..300_000 {
+            let claims = Claims {
+                sid: format!("bench-session-{i:09}"),
+                sub: format!("user-{i}"),
+                email: None,
+                roles: vec!["dev".into()],
+                dev: Some(format!("device-{i}")),
+                aaguid: None,
+                amr: AuthMethod::Passkey,
+                auth_time: now,
+                iat: now,
+                exp: now + 3600,
+            };
+            writeln!(
+                f,
+                "{}",
+                keyward_session::seal(&claims, &ring).expect("seal")
+            )
+            .expect("write token");
+        }
+    }
+
+    let targets = [
+        Target {
+            name: "1 plain HAProxy",
+            port: plain_port,
+            mode: "plain",
+            status: 200,
+        },
+        Target {
+            name: "2 no-op agent (keyward runtime)",
+            port: noop_hp.addr.port(),
+            mode: "plain",
+            status: 200,
+        },
+        Target {
+            name: "3 keyward, cache hit",
+            port: kw_hp.addr.port(),
+            mode: "hit",
+            status: 200,
+        },
+        Target {
+            name: "4 keyward, cache miss",
+            port: kw_hp.addr.port(),
+            mode: "miss",
+            status: 200,
+        },
+        Target {
+            name: "5 keyward, no session (401)",
+            port: kw_hp.addr.port(),
+            mode: "plain",
+            status: 401,
+        },
+        Target {
+            name: "6 naive spop-example agent",
+            port: naive_hp.addr.port(),
+            mode: "plain",
+            status: 200,
+        },
+    ];
+    let env = [
+        ("KW_TOKEN", token),
+        ("KW_TOKENS", tokens_path.display().to_string()),
+    ];
+    let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for t in &targets {
+            let s = run_wrk(t, seconds, connections, close, &lua, &env);
+            eprintln!(
+                "round {round} {:<34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
+                t.name, s.rps, s.p50, s.p99, s.p999
+            );
+            samples.entry(t.name).or_default().push(s);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let med = |name: &str, f: fn(&Sample) -> f64| median(samples[name].iter().map(f).collect());
+    let base1 = med(targets[0].name, |s| s.rps);
+    let base2 = med(targets[1].name, |s| s.rps);
+    println!(
+        "\nwrk -t2 -c{connections} -d{seconds}s, {rounds} interleaved rounds, median; keep-alive {}\n",
+        if close { "off" } else { "on" }
+    );
+    println!("| setup | req/s | p50 ms | p99 ms | p99.9 ms | x (1) | x (2) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for t in &targets {
+        let rps = med(t.name, |s| s.rps);
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            t.name,
+            rps,
+            med(t.name, |s| s.p50),
+            med(t.name, |s| s.p99),
+            med(t.name, |s| s.p999),
+            rps / base1,
+            rps / base2
+        );
+    }
+    let hits = kw.metric("keyward_session_cache_hits_total").await;
+    let misses = kw.metric("keyward_session_cache_misses_total").await;
+    println!("\nkeyward session cache over the whole run: {hits} hits, {misses} misses");
+    kw.kill();
+}
