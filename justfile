@@ -26,3 +26,16 @@ demo: build
 # criterion micro-benchmarks.
 bench:
     cargo bench --workspace --locked
+
+# Fuzz every target for SECONDS each (cargo-fuzz on the stable toolchain).
+fuzz SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    for t in spop_machine token_open policy_parse request_headers; do \
+      mkdir -p tests/fuzz/corpus/$t; \
+      RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz $t tests/fuzz/corpus/$t tests/fuzz/seeds/$t -- -max_total_time={{SECONDS}} -rss_limit_mb=2048; \
+    done
+
+# The load benchmark through HAProxy (docs/benchmarks.md).
+loadbench *ARGS:
+    cargo build --release --locked -p keyward -p keyward-tests
+    ./target/release/loadbench {{ARGS}}

@@ -75,7 +75,7 @@ impl AccessRequest {
 
 /// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`.
 pub fn normalize_host(host: &str) -> String {
-    let host = host.trim();
+    let host = host.trim().trim_end_matches('.');
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
@@ -101,5 +101,10 @@ mod tests {
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("app"), "app");
         assert_eq!(normalize_host("a:b"), "a:b");
+        // Idempotent, whatever the order of dots and ports.
+        for h in ["x:80.", "x.:80", "x:.", "A.B.:1."] {
+            let once = normalize_host(h);
+            assert_eq!(normalize_host(&once), once, "{h}");
+        }
     }
 }

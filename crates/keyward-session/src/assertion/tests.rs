@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use p256::ecdsa::{VerifyingKey, signature::Verifier};
+use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use serde_json::Value;
 
 use super::*;

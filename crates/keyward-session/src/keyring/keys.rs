@@ -189,6 +189,7 @@ impl AssertionKey {
     pub fn public_key(&self) -> p256::PublicKey {
         self.secret.public_key()
     }
+    #[cfg(test)]
     pub(crate) fn secret_key(&self) -> &p256::SecretKey {
         &self.secret
     }

@@ -1,0 +1,19 @@
+//! Cookie and Authorization parsing, host and path normalization: arbitrary header
+//! values never panic, and normalization is idempotent.
+#![no_main]
+
+use keyward_gate::credential;
+use keyward_gate::request::normalize_host;
+use keyward_policy::normalize_path;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let (a, b) = text.split_at(text.len() / 2);
+    let _ = credential::find(Some(a), Some(b), "keyward_session");
+    let _ = credential::cookie_value(&text, "keyward_session");
+    let host = normalize_host(&text);
+    assert_eq!(normalize_host(&host), host);
+    let path = normalize_path(&text).into_owned();
+    assert_eq!(normalize_path(&path), path.as_str());
+});
