@@ -157,3 +157,37 @@ fn serve_refuses_to_start_without_a_key_ring() {
         "{err}"
     );
 }
+
+#[test]
+fn minted_token_is_alone_on_stdout_when_audit_goes_to_the_default_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}[session]\nkeyring = \"{}/ring.toml\"\n",
+            config(free_port(), free_port(), ""),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        keyward()
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["keys", "generate"]).status.success());
+    let out = run(&["token", "mint", "--user", "u1", "--roles", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("v4.local."), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"event\":\"token_minted\""));
+}

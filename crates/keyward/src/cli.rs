@@ -9,6 +9,7 @@ use keyward_config::Config;
 use keyward_store::Kind;
 
 use crate::admin;
+use crate::telemetry::AuditFallback;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,7 +121,11 @@ impl Cli {
             println!("{}: ok", path.display());
             return Ok(());
         }
-        let logs = crate::telemetry::init(&cfg.log, &cfg.audit)?;
+        let fallback = match self.command {
+            Command::Serve => AuditFallback::Stdout,
+            _ => AuditFallback::Stderr,
+        };
+        let logs = crate::telemetry::init(&cfg.log, &cfg.audit, fallback)?;
         match self.command {
             Command::Serve => runtime()?.block_on(crate::serve::serve(path, cfg, logs)),
             Command::CheckConfig | Command::Demo { .. } => Ok(()),

@@ -100,7 +100,11 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
     let http = SocketAddr::from(([127, 0, 0, 1], port));
     let (config_path, upstream) = prepare(&dir, http)?;
     let cfg = Config::load(&config_path)?;
-    let logs = crate::telemetry::init(&cfg.log, &cfg.audit)?;
+    let logs = crate::telemetry::init(
+        &cfg.log,
+        &cfg.audit,
+        crate::telemetry::AuditFallback::Stdout,
+    )?;
     if !cfg.session.keyring.exists() {
         admin::keys_generate(&cfg)?;
     }

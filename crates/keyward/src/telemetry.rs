@@ -1,7 +1,8 @@
 //! Logging: operational logs (text or JSON) on stderr with a filter reloadable at run
 //! time, and audit events (target `audit`) as JSON lines on their own stream: a file
-//! when `[audit] file` is set, standard output otherwise. Audit events are never
-//! filtered by the log level.
+//! when `[audit] file` is set, otherwise standard output for `serve` and standard error
+//! for the CLI commands (whose standard output is their result, e.g. a minted token).
+//! Audit events are never filtered by the log level.
 
 use std::fs::OpenOptions;
 use std::sync::Mutex;
@@ -37,7 +38,18 @@ fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     }
 }
 
-pub fn init(cfg: &LogConfig, audit: &AuditConfig) -> anyhow::Result<LogHandle> {
+/// Where audit events go when `[audit] file` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFallback {
+    Stdout,
+    Stderr,
+}
+
+pub fn init(
+    cfg: &LogConfig,
+    audit: &AuditConfig,
+    fallback: AuditFallback,
+) -> anyhow::Result<LogHandle> {
     let (level, handle) = reload::Layer::new(filter(&cfg.level)?);
     let not_audit = filter_fn(|m| m.target() != AUDIT);
     let ops = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -58,7 +70,10 @@ pub fn init(cfg: &LogConfig, audit: &AuditConfig) -> anyhow::Result<LogHandle> {
                 .with_context(|| format!("`audit.file`: cannot append to {}", path.display()))?;
             audit_layer.with_writer(Mutex::new(file)).boxed()
         }
-        None => audit_layer.with_writer(std::io::stdout).boxed(),
+        None if fallback == AuditFallback::Stdout => {
+            audit_layer.with_writer(std::io::stdout).boxed()
+        }
+        None => audit_layer.with_writer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry()
         .with(ops.with_filter(level.and(not_audit)))
