@@ -368,3 +368,44 @@ async fn unix_socket_listener() {
     task.await.unwrap();
     assert!(!path.exists(), "socket file removed on shutdown");
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_acks_is_throttled_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let agent = start(Limits {
+        max_inflight: 4,
+        ..Limits::default()
+    })
+    .await;
+    let mut flood = Peer::handshake(agent.addr).await;
+    let frame = echo(1, 1, &"v".repeat(200));
+    // Write NOTIFYs and never read an ACK: the agent must stop reading (its replies
+    // back up), which blocks our writes well before 20 s.
+    let mut blocked = false;
+    for _ in 0..2_000_000 {
+        match tokio::time::timeout(Duration::from_millis(500), flood.stream.write_all(&frame)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("agent dropped the connection: {e}"),
+            Err(_) => {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "the agent kept reading a peer that never reads");
+    let received = agent.metrics.rx_notify.get();
+    let answered = agent.metrics.tx_ack.get();
+    assert!(
+        received - answered <= 4,
+        "{received} received, {answered} answered: work queued beyond max_inflight"
+    );
+    assert!(agent.metrics.inflight.get() <= 4);
+    // Other connections carry on.
+    let mut other = Peer::handshake(agent.addr).await;
+    other.send(&echo(9, 9, "still served")).await;
+    assert_eq!(
+        other.recv().await.var("echo").map(text),
+        Some("still served")
+    );
+}
