@@ -73,9 +73,28 @@ impl AccessRequest {
     }
 }
 
-/// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`.
+/// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`; `example.com.` ->
+/// `example.com`. Idempotent, whatever the input (the steps repeat until nothing
+/// changes, so `a:1:2` and `x:80.` end where their normal forms do).
 pub fn normalize_host(host: &str) -> String {
-    let host = host.trim().trim_end_matches('.');
+    let mut h = host;
+    loop {
+        let next = host_step(h);
+        if next.len() == h.len() {
+            return next.to_ascii_lowercase();
+        }
+        h = next;
+    }
+}
+
+fn strip_host(s: &str) -> &str {
+    s.trim_start()
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+}
+
+/// One round: surrounding white space and trailing dots, then a `:port`.
+fn host_step(host: &str) -> &str {
+    let host = strip_host(host);
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
@@ -87,7 +106,7 @@ pub fn normalize_host(host: &str) -> String {
             }
         })
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    strip_host(without_port)
 }
 
 #[cfg(test)]
@@ -102,7 +121,16 @@ mod tests {
         assert_eq!(normalize_host("app"), "app");
         assert_eq!(normalize_host("a:b"), "a:b");
         // Idempotent, whatever the order of dots and ports.
-        for h in ["x:80.", "x.:80", "x:.", "A.B.:1."] {
+        for h in [
+            "x:80.",
+            "x.:80",
+            "x:.",
+            "A.B.:1.",
+            "a:80:90",
+            "x:\n\n\n.",
+            " [::1]:8 ",
+            "::1",
+        ] {
             let once = normalize_host(h);
             assert_eq!(normalize_host(&once), once, "{h}");
         }
