@@ -54,17 +54,36 @@ fn escaped_unreserved(b: &[u8]) -> Option<u8> {
     }
 }
 
-/// Decodes `%XX` escapes of unreserved characters; every other byte is kept.
+/// Whether `b` starts with a `%` that is not followed by two hex digits.
+fn bare_percent(b: &[u8]) -> bool {
+    match b {
+        [b'%', h, l, ..] => hex(*h).is_none() || hex(*l).is_none(),
+        [b'%', ..] => true,
+        _ => false,
+    }
+}
+
+/// Decodes `%XX` escapes of unreserved characters and writes a bare `%` (one not
+/// followed by two hex digits, which is malformed) as `%25`; every other byte is kept.
+/// Because no bare `%` is left, a decoded character can never complete a new escape:
+/// `%%34a` becomes `%254a`, not `%4a` (which a second pass would decode again).
 fn decode_unreserved(raw: &str) -> Cow<'_, str> {
     let b = raw.as_bytes();
-    if !(0..b.len()).any(|i| escaped_unreserved(&b[i..]).is_some()) {
+    if !(0..b.len()).any(|i| escaped_unreserved(&b[i..]).is_some() || bare_percent(&b[i..])) {
         return Cow::Borrowed(raw);
     }
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = Vec::with_capacity(b.len() + 8);
     let mut i = 0;
     while i < b.len() {
         if let Some(v) = escaped_unreserved(&b[i..]) {
             out.push(v);
+            i += 3;
+        } else if bare_percent(&b[i..]) {
+            out.extend_from_slice(b"%25");
+            i += 1;
+        } else if b[i] == b'%' {
+            // A reserved escape: kept whole, so its hex digits are not read again.
+            out.extend_from_slice(&b[i..i + 3]);
             i += 3;
         } else {
             out.push(b[i]);
@@ -199,7 +218,14 @@ mod tests {
         assert_eq!(norm("/%61dmin"), "/admin");
         assert_eq!(norm("/a%2eb/%41dmin"), "/a.b/Admin");
         assert_eq!(norm("/%7euser/%5fx"), "/~user/_x");
-        assert_eq!(norm("/a%2Fb%3F%25%zz%4"), "/a%2Fb%3F%25%zz%4");
+        assert_eq!(norm("/a%2Fb%3F%25"), "/a%2Fb%3F%25");
+        // A bare `%` is malformed: written as %25 so that nothing decodes twice.
+        assert_eq!(norm("/p%%34a"), "/p%254a");
+        assert_eq!(norm("/%zz%4"), "/%25zz%254");
+        for p in ["/p%%34a", "/%4%31", "/%%%36%31", "/x%"] {
+            let once = norm(p);
+            assert_eq!(norm(&once), once, "{p}");
+        }
         assert_eq!(norm("/A/./B"), "/A/B");
         // Segments that merely start or end with dots are ordinary.
         assert_eq!(norm("/.well-known/x"), "/.well-known/x");
