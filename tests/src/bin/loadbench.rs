@@ -3,6 +3,8 @@
 //!
 //! 1. plain HAProxy answering 200 itself;
 //! 2. HAProxy + a no-op agent on keyward's runtime (ACKs allow at once);
+//!    2b. the same, answering with constant identity variables of a cache hit's size
+//!    (separates keyward's decision cost from HAProxy's variable and header work);
 //! 3. keyward, valid session (cache hit);
 //! 4. keyward, a distinct valid token per request (cache miss);
 //! 5. keyward, no session (login decision, 401);
@@ -226,6 +228,17 @@ async fn main() {
     );
     wait_listening(loopback(noop_port), "no-op agent").await;
     let noop_hp = agent_haproxy(format!("127.0.0.1:{noop_port}")).await;
+    // 2b. no-op agent answering with identity variables of a real session's size
+    let ident_port = free_port();
+    let _ident = Proc::spawn(
+        "test-agent",
+        Command::new(sibling_bin("test-agent"))
+            .arg(format!("127.0.0.1:{ident_port}"))
+            .arg("400")
+            .arg("noop-identity"),
+    );
+    wait_listening(loopback(ident_port), "no-op identity agent").await;
+    let ident_hp = agent_haproxy(format!("127.0.0.1:{ident_port}")).await;
     // 6. naive agent
     let naive_port = free_port();
     let _naive = Proc::spawn(
@@ -279,6 +292,12 @@ async fn main() {
         Target {
             name: "2 no-op agent (keyward runtime)",
             port: noop_hp.addr.port(),
+            mode: "plain",
+            status: 200,
+        },
+        Target {
+            name: "2b no-op agent + identity vars",
+            port: ident_hp.addr.port(),
             mode: "plain",
             status: 200,
         },

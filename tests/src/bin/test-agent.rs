@@ -10,8 +10,9 @@
 //! - `/panic`: the handler panics;
 //! - anything else: an answer without a decision.
 //!
-//! Usage: `test-agent <listen> [handler-timeout-ms] [noop]`; with `noop` every request
-//! is allowed at once without reading it (the benchmarks' baseline agent).
+//! Usage: `test-agent <listen> [handler-timeout-ms] [noop|noop-identity]`; with `noop`
+//! every request is allowed at once without reading it (the benchmarks' baseline
+//! agent); `noop-identity` also returns constant identity variables.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,13 +25,32 @@ use keyward_spoa::{
 
 struct Scripted;
 
-/// Allows everything at once: the cost of the runtime alone.
-struct Noop;
+/// Allows everything at once: the cost of the runtime alone. With `identity`, the ACK
+/// also carries constant identity variables of a real session's size, so HAProxy does
+/// the same variable and header work as for a keyward cache hit.
+struct Noop {
+    identity: bool,
+}
+
+const FAKE_ASSERTION: &str = concat!(
+    "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IkFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQSJ9.",
+    "eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS5jb20iLCJhdWQiOiJhcHAuZXhhbXBsZS5jb20iLCJzdWIiOiJiZW5jaC11c2VyIiwi",
+    "cm9sZXMiOlsiZGV2Iiwib3BzIl0sImRldiI6ImJlbmNoLWRldmljZSIsInNpZCI6IlM0aG43cHM1dEFaams1dFFUVjJtaHciLCJhbXIi",
+    "OlsibWludGVkIl0sImF1dGhfdGltZSI6MTc5NTYxNzMzMiwiaWF0IjoxNzk1NjE3MzM2LCJleHAiOjE3OTU2MTc2MzZ9.",
+    "MEUCIQDxAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+);
 
 impl Handler for Noop {
     async fn handle(&self, _request: Request) -> Result<Actions, HandlerError> {
         let mut a = Actions::new();
         vars::set_decision(&mut a, Decision::Allow, Reason::Ok);
+        if self.identity {
+            a.set_txn("user", "bench-user")
+                .set_txn("roles", "dev,ops")
+                .set_txn("session", "S4hn7ps5tAZjk5tQTV2mhw")
+                .set_txn("device", "bench-device")
+                .set_txn("assertion", FAKE_ASSERTION);
+        }
         Ok(a)
     }
 
@@ -88,7 +108,9 @@ async fn main() {
         .next()
         .expect("usage: test-agent <listen> [handler-timeout-ms]");
     let timeout = args.next().and_then(|v| v.parse().ok()).unwrap_or(400);
-    let noop = args.next().as_deref() == Some("noop");
+    let mode = args.next();
+    let noop = matches!(mode.as_deref(), Some("noop" | "noop-identity"));
+    let identity = mode.as_deref() == Some("noop-identity");
     let limits = Limits {
         handler_timeout: Duration::from_millis(timeout),
         ..Limits::default()
@@ -106,7 +128,7 @@ async fn main() {
         stop.cancel();
     });
     if noop {
-        Server::new(Arc::new(Noop), limits, metrics)
+        Server::new(Arc::new(Noop { identity }), limits, metrics)
             .run(vec![listener], shutdown)
             .await;
     } else {
