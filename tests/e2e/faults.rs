@@ -1,0 +1,161 @@
+//! Faults under load, through real HAProxy: the agent killed (-9) or stopped (SIGTERM)
+//! while requests flow. Nothing may reach the upstream without an allow decision, and
+//! traffic comes back when the agent does, without touching HAProxy.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::http::get;
+use keyward_tests::process::Proc;
+use keyward_tests::upstream::Upstream;
+use keyward_tests::{eventually, free_port, loopback, wait_listening};
+
+fn agent(port: u16) -> Proc {
+    Proc::spawn(
+        "test-agent",
+        Command::new(env!("CARGO_BIN_EXE_test-agent")).arg(format!("127.0.0.1:{port}")),
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    allowed: AtomicUsize,
+    refused: AtomicUsize,
+    /// 200s whose identity was not the one the agent set for that request.
+    wrong: AtomicUsize,
+}
+
+/// `workers` clients looping over `/allow/w<i>-<n>` until `stop`.
+fn load(
+    addr: std::net::SocketAddr,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|w| {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let user = format!("w{w}-{n}");
+                    match get(addr, &format!("/allow/{user}"), &[]).await {
+                        Ok(r) if r.status == 200 => {
+                            tally.allowed.fetch_add(1, Ordering::SeqCst);
+                            if !r.body.contains(&format!("x-keyward-user: {user}\n")) {
+                                tally.wrong.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        _ => {
+                            tally.refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn stack() -> (Haproxy, Upstream, Proc, u16) {
+    let port = free_port();
+    let agent = agent(port);
+    wait_listening(loopback(port), "test agent").await;
+    let upstream = Upstream::start().await;
+    let haproxy = Haproxy::start(&Wiring {
+        spoa: format!("127.0.0.1:{port}"),
+        upstream: upstream.addr,
+        portal: None,
+        edits: vec![],
+    })
+    .await;
+    (haproxy, upstream, agent, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {
+    let (haproxy, upstream, mut agent_proc, port) = stack().await;
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let workers = load(haproxy.addr, 8, stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = haproxy.proc().pid();
+
+    agent_proc.kill();
+    let refused_before = tally.refused.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tally.refused.load(Ordering::SeqCst) > refused_before,
+        "requests were refused while the agent was down"
+    );
+    let restarted = Instant::now();
+    let _agent = agent(port);
+    let a = haproxy.addr;
+    eventually(
+        Duration::from_secs(15),
+        "traffic to recover",
+        || async move {
+            get(a, "/allow/probe", &[])
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|_| ())
+        },
+    )
+    .await;
+    eprintln!(
+        "traffic recovered {:?} after the agent restarted",
+        restarted.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let allowed = tally.allowed.load(Ordering::SeqCst);
+    assert!(allowed > 0);
+    assert_eq!(
+        tally.wrong.load(Ordering::SeqCst),
+        0,
+        "a forwarded request carried another request's identity"
+    );
+    // What reached the upstream is exactly what was allowed: the workers' 200s and the
+    // one probe that succeeded.
+    assert_eq!(
+        upstream.hits(),
+        allowed + 1,
+        "only allowed requests reached the upstream"
+    );
+    assert_eq!(haproxy.proc().pid(), pid, "HAProxy was not restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_forwards_nothing_without_a_decision() {
+    let (haproxy, upstream, mut agent_proc, _port) = stack().await;
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let workers = load(haproxy.addr, 8, stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent_proc.signal("TERM");
+    let status = agent_proc
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("agent exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(
+        tally.refused.load(Ordering::SeqCst) > 0,
+        "requests after the agent stopped were refused"
+    );
+    assert_eq!(tally.wrong.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        upstream.hits(),
+        tally.allowed.load(Ordering::SeqCst),
+        "only allowed requests reached the upstream"
+    );
+}
