@@ -131,19 +131,23 @@ async fn serves_ops_reloads_and_drains_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
-#[test]
-fn serve_refuses_to_start_without_a_key_ring() {
+/// A config in a temp dir whose key ring is `<dir>/<ring>` (not created).
+fn config_with_keyring(ring: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyward.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}[session]\nkeyring = \"{}/nope.toml\"\n",
-            config(free_port(), free_port(), ""),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let keyring = dir.path().join(ring);
+    let text = format!(
+        "{}[session]\nkeyring = \"{}\"\n",
+        config(free_port(), free_port(), ""),
+        keyring.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_ring() {
+    let (_dir, path) = config_with_keyring("nope.toml");
     let out = keyward()
         .arg("serve")
         .arg("--config")
@@ -160,17 +164,7 @@ fn serve_refuses_to_start_without_a_key_ring() {
 
 #[test]
 fn minted_token_is_alone_on_stdout_when_audit_goes_to_the_default_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyward.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}[session]\nkeyring = \"{}/ring.toml\"\n",
-            config(free_port(), free_port(), ""),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let (_dir, path) = config_with_keyring("ring.toml");
     let run = |args: &[&str]| {
         keyward()
             .args(args)
