@@ -2,23 +2,13 @@
 //! while requests flow. Nothing may reach the upstream without an allow decision, and
 //! traffic comes back when the agent does, without touching HAProxy.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::eventually;
 use keyward_tests::http::get;
-use keyward_tests::process::Proc;
-use keyward_tests::upstream::Upstream;
-use keyward_tests::{eventually, free_port, loopback, wait_listening};
-
-fn agent(port: u16) -> Proc {
-    Proc::spawn(
-        "test-agent",
-        Command::new(env!("CARGO_BIN_EXE_test-agent")).arg(format!("127.0.0.1:{port}")),
-    )
-}
+use keyward_tests::stack::Stack;
 
 #[derive(Default)]
 struct Tally {
@@ -60,30 +50,15 @@ fn load(
         .collect()
 }
 
-async fn stack() -> (Haproxy, Upstream, Proc, u16) {
-    let port = free_port();
-    let agent = agent(port);
-    wait_listening(loopback(port), "test agent").await;
-    let upstream = Upstream::start().await;
-    let haproxy = Haproxy::start(&Wiring {
-        spoa: format!("127.0.0.1:{port}"),
-        upstream: upstream.addr,
-        portal: None,
-        edits: vec![],
-    })
-    .await;
-    (haproxy, upstream, agent, port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {
-    let (haproxy, upstream, mut agent_proc, port) = stack().await;
+    let mut s = Stack::start(400).await;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
-    let workers = load(haproxy.addr, 8, stop.clone(), tally.clone());
+    let workers = load(s.haproxy.addr, 8, stop.clone(), tally.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = haproxy.proc().pid();
+    let pid = s.haproxy.proc().pid();
 
-    agent_proc.kill();
+    s.agent.kill();
     let refused_before = tally.refused.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -91,8 +66,8 @@ async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {
         "requests were refused while the agent was down"
     );
     let restarted = Instant::now();
-    let _agent = agent(port);
-    let a = haproxy.addr;
+    s.restart_agent(400);
+    let a = s.haproxy.addr;
     eventually(
         Duration::from_secs(15),
         "traffic to recover",
@@ -124,21 +99,22 @@ async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {
     // What reached the upstream is exactly what was allowed: the workers' 200s and the
     // one probe that succeeded.
     assert_eq!(
-        upstream.hits(),
+        s.upstream.hits(),
         allowed + 1,
         "only allowed requests reached the upstream"
     );
-    assert_eq!(haproxy.proc().pid(), pid, "HAProxy was not restarted");
+    assert_eq!(s.haproxy.proc().pid(), pid, "HAProxy was not restarted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_forwards_nothing_without_a_decision() {
-    let (haproxy, upstream, mut agent_proc, _port) = stack().await;
+    let mut s = Stack::start(400).await;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
-    let workers = load(haproxy.addr, 8, stop.clone(), tally.clone());
+    let workers = load(s.haproxy.addr, 8, stop.clone(), tally.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    agent_proc.signal("TERM");
-    let status = agent_proc
+    s.agent.signal("TERM");
+    let status = s
+        .agent
         .wait_exit(Duration::from_secs(15))
         .await
         .expect("agent exits after SIGTERM");
@@ -154,7 +130,7 @@ async fn sigterm_under_load_drains_and_forwards_nothing_without_a_decision() {
     );
     assert_eq!(tally.wrong.load(Ordering::SeqCst), 0);
     assert_eq!(
-        upstream.hits(),
+        s.upstream.hits(),
         tally.allowed.load(Ordering::SeqCst),
         "only allowed requests reached the upstream"
     );

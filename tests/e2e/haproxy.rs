@@ -5,46 +5,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
 use keyward_tests::http::get;
 use keyward_tests::process::Proc;
+use keyward_tests::stack::Stack;
 use keyward_tests::upstream::Upstream;
-use keyward_tests::{eventually, free_port, loopback, wait_listening};
-
-fn agent(port: u16, handler_timeout_ms: u64) -> Proc {
-    Proc::spawn(
-        "test-agent",
-        Command::new(env!("CARGO_BIN_EXE_test-agent"))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(handler_timeout_ms.to_string()),
-    )
-}
-
-struct Stack {
-    haproxy: Haproxy,
-    upstream: Upstream,
-    agent: Proc,
-    agent_port: u16,
-}
 
 async fn stack(handler_timeout_ms: u64) -> Stack {
-    let agent_port = free_port();
-    let agent = agent(agent_port, handler_timeout_ms);
-    wait_listening(loopback(agent_port), "test agent").await;
-    let upstream = Upstream::start().await;
-    let haproxy = Haproxy::start(&Wiring {
-        spoa: format!("127.0.0.1:{agent_port}"),
-        upstream: upstream.addr,
-        portal: None,
-        edits: vec![],
-    })
-    .await;
-    Stack {
-        haproxy,
-        upstream,
-        agent,
-        agent_port,
-    }
+    Stack::start(handler_timeout_ms).await
 }
 
 #[tokio::test]
@@ -184,7 +153,7 @@ async fn agent_killed_fails_closed_then_recovers_without_reload() {
 
     let haproxy_pid = s.haproxy.proc().pid();
     let restarted = Instant::now();
-    s.agent = agent(s.agent_port, 400);
+    s.restart_agent(400);
     eventually(Duration::from_secs(15), "traffic to recover", || async {
         get(a, "/allow/bob", &[])
             .await

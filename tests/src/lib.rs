@@ -6,6 +6,7 @@ pub mod haproxy;
 pub mod http;
 pub mod keyward;
 pub mod process;
+pub mod stack;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
