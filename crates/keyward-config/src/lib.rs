@@ -278,6 +278,18 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Seconds after which nothing sealed or revoked now can still match a valid
+    /// session: the longest session plus the clock leeway. Verify-only session keys
+    /// retire, and revocations are forgotten, after this.
+    pub fn session_horizon_secs(&self) -> i64 {
+        (self.session.max_lifetime + self.session.leeway).as_secs() as i64
+    }
+
+    /// The same for upstream assertions: verify-only assertion keys retire after this.
+    pub fn assertion_horizon_secs(&self) -> i64 {
+        (self.assertion.ttl + self.session.leeway).as_secs() as i64
+    }
+
     /// Loads `path` (which must exist) with `KEYWARD_*` overrides, then validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         if !path.is_file() {

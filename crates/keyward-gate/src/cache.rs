@@ -35,7 +35,7 @@ pub fn digest(token: &str) -> Digest {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -13,7 +13,7 @@ pub mod request;
 pub mod vars;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use keyward_policy::{Policy, RequestFacts, SessionState, Verdict};
@@ -91,12 +91,6 @@ pub struct Gate {
     sessions: moka::sync::Cache<Digest, Arc<Session>>,
     assertions: moka::sync::Cache<Digest, Assertion>,
     metrics: GateMetrics,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Gate {
@@ -318,7 +312,7 @@ impl Gate {
 impl Handler for Gate {
     async fn handle(&self, request: Request) -> Result<Actions, HandlerError> {
         let req = AccessRequest::from_spoe(&request)?;
-        let now = unix_now();
+        let now = cache::unix_now();
         let outcome = self.decide(&req, now);
         Ok(self.actions(&req, &outcome, now))
     }

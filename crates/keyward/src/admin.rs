@@ -60,9 +60,11 @@ pub fn keys_rotate(cfg: &Config, session: bool, assertion: bool) -> anyhow::Resu
 }
 
 fn retire_expired(cfg: &Config, ring: &mut KeyRing, now: i64) {
-    let lifetime = (cfg.session.max_lifetime + cfg.session.leeway).as_secs() as i64;
-    let ttl = (cfg.assertion.ttl + cfg.session.leeway).as_secs() as i64;
-    for id in ring.retire_expired(now, lifetime, ttl) {
+    for id in ring.retire_expired(
+        now,
+        cfg.session_horizon_secs(),
+        cfg.assertion_horizon_secs(),
+    ) {
         tracing::info!(target: "audit", event = "key_retired", key = %id, why = "expired");
     }
 }
@@ -163,7 +165,7 @@ pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow:
     }
     let store = Store::open(&cfg.store.url).await?;
     let now = unix_now();
-    let until = now + (cfg.session.max_lifetime + cfg.session.leeway).as_secs() as i64;
+    let until = now + cfg.session_horizon_secs();
     let r = store.revoke(kind, subject, now, until).await?;
     store.close().await;
     match kind {

@@ -49,7 +49,7 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         Keys::new(ring),
         gate_metrics,
     ));
-    let horizon = (cfg.session.max_lifetime + cfg.session.leeway).as_secs() as i64;
+    let horizon = cfg.session_horizon_secs();
     let revoker = Arc::new(Revoker::new(store.clone(), gate.clone(), horizon));
     let loaded = revoker
         .refresh()
@@ -222,7 +222,6 @@ impl Reloader {
             Ok(new) => {
                 if new.spoa.listen != self.current.spoa.listen
                     || new.ops.listen != self.current.ops.listen
-                    || new.portal.listen != self.current.portal.listen
                     || new.store != self.current.store
                     || new.session != self.current.session
                     || new.assertion != self.current.assertion
@@ -284,9 +283,8 @@ impl Reloader {
     /// one has run `keyward keys rotate` or `retire` since (the file is not written).
     fn retire_expired_keys(&self) {
         let now = state::unix_now();
-        let lifetime =
-            (self.current.session.max_lifetime + self.current.session.leeway).as_secs() as i64;
-        let ttl = (self.current.assertion.ttl + self.current.session.leeway).as_secs() as i64;
+        let lifetime = self.current.session_horizon_secs();
+        let ttl = self.current.assertion_horizon_secs();
         let due = self.gate.keys().ring.list().iter().any(|k| match k.state {
             KeyState::Verify { since } => {
                 let window = if k.kind == KeyKind::Session {
