@@ -44,6 +44,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[oidc]`: the identity provider (optional; see `portal.identity`).
+    #[serde(default)]
+    pub oidc: Option<keyward_oidc::OidcConfig>,
 }
 
 /// `[session]`: session tokens and their cache.
@@ -62,6 +65,15 @@ pub struct SessionConfig {
     pub leeway: Duration,
     /// Validated sessions kept in memory.
     pub cache_capacity: u64,
+    /// How long a session made by the portal lasts; unset: `max_lifetime`.
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Option<Duration>,
+    /// Cookie `Domain`: set a parent domain (`example.com`) for one sign-in to cover
+    /// its subdomains; unset, the cookie stays on the host that set it.
+    pub cookie_domain: Option<String>,
+    /// Mark the cookie `Secure`. Unset: yes, except when every portal origin is
+    /// plain-http localhost (development).
+    pub cookie_secure: Option<bool>,
 }
 
 impl Default for SessionConfig {
@@ -72,6 +84,9 @@ impl Default for SessionConfig {
             max_lifetime: Duration::from_secs(12 * 3600),
             leeway: Duration::from_secs(60),
             cache_capacity: 100_000,
+            lifetime: None,
+            cookie_domain: None,
+            cookie_secure: None,
         }
     }
 }
@@ -113,13 +128,65 @@ impl Default for PolicyConfig {
     }
 }
 
-/// `[portal]`: the sign-in portal and JWKS listener.
+/// `[portal]`: the sign-in portal (WebAuthn ceremonies, devices page, OIDC) and the
+/// JWKS listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortalConfig {
     pub listen: SocketAddr,
     /// Where browsers are sent to sign in; keyward appends `?rd=<return URL>`.
     pub login_url: String,
+    /// The WebAuthn relying-party id: the registrable domain every origin is under
+    /// (`example.com` covers `auth.example.com` and `app.example.com`).
+    pub rp_id: String,
+    /// The name authenticators show ("Sign in to …").
+    pub rp_name: String,
+    /// The exact origins the portal is reached at (scheme, host, port; no path). A
+    /// WebAuthn response from any other origin is refused; state-changing requests
+    /// must carry one of them in `Origin`.
+    pub origins: Vec<String>,
+    /// Hosts a sign-in may return to (`app.example.com`, `*.example.com`,
+    /// `localhost:8080`). Empty: the hosts of `origins`.
+    pub return_hosts: Vec<String>,
+    /// How people are identified: `invite` (local users from `keyward users invite`),
+    /// `oidc` (IdP sign-in then a passkey at every login) or `oidc-enroll` (passkey
+    /// sign-in; the IdP vouches for people when they enroll a device).
+    pub identity: IdentityMode,
+    /// How long an invite link stays valid.
+    #[serde(with = "humantime_serde")]
+    pub invite_ttl: Duration,
+    /// Addresses allowed to say who the client is in `X-Forwarded-For` (HAProxy).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Ceremonies (sign-in or enrollment starts) allowed per client address per minute.
+    pub rate_per_ip: u32,
+    /// Ceremonies allowed per user per minute.
+    pub rate_per_user: u32,
+    pub attestation: AttestationConfig,
+}
+
+/// How the portal learns who someone is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    #[default]
+    Invite,
+    Oidc,
+    OidcEnroll,
+}
+
+/// `[portal.attestation]`: hardware-bound security keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// PEM files of attestation root CAs (from the vendor or the FIDO MDS). When set,
+    /// people can enroll a "security key": its attestation must chain to one of
+    /// these, and its sessions are `attested` (what `device = "attested"` routes ask).
+    pub ca_files: Vec<PathBuf>,
+    /// Authenticator models (AAGUIDs) accepted as attested; empty: any model the CAs
+    /// vouch for.
+    pub aaguids: Vec<String>,
+    /// Refuse every enrollment that is not an attested security key.
+    pub required: bool,
 }
 
 impl Default for PortalConfig {
@@ -127,6 +194,19 @@ impl Default for PortalConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             login_url: "http://localhost:8080/.keyward/login".into(),
+            rp_id: "localhost".into(),
+            rp_name: "keyward".into(),
+            origins: vec!["http://localhost:8080".into()],
+            return_hosts: Vec::new(),
+            identity: IdentityMode::Invite,
+            invite_ttl: Duration::from_secs(24 * 3600),
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
+            rate_per_ip: 30,
+            rate_per_user: 10,
+            attestation: AttestationConfig::default(),
         }
     }
 }
@@ -262,6 +342,9 @@ pub enum ConfigError {
     Load(Box<figment::Error>),
     #[error("`{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// The `[oidc]` section; the message names the key.
+    #[error("{0}")]
+    Oidc(String),
 }
 
 impl From<figment::Error> for ConfigError {
@@ -278,6 +361,11 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// How long a session made by the portal lasts.
+    pub fn session_lifetime(&self) -> Duration {
+        self.session.lifetime.unwrap_or(self.session.max_lifetime)
+    }
+
     /// Seconds after which nothing sealed or revoked now can still match a valid
     /// session: the longest session plus the clock leeway. Verify-only session keys
     /// retire, and revocations are forgotten, after this.
@@ -430,6 +518,27 @@ impl Config {
                 ),
             ));
         }
+        if let Some(lifetime) = sess.lifetime
+            && (lifetime < Duration::from_secs(60) || lifetime > sess.max_lifetime)
+        {
+            return Err(invalid(
+                "session.lifetime",
+                "must be between \"1m\" and `session.max_lifetime` (unset: the same)",
+            ));
+        }
+        if let Some(domain) = &sess.cookie_domain
+            && !portal::is_hostname(domain.trim_start_matches('.'))
+        {
+            return Err(invalid(
+                "session.cookie_domain",
+                format!("`{domain}` is not a domain name; e.g. \"example.com\""),
+            ));
+        }
+        portal::validate(self)?;
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()
+                .map_err(|e| ConfigError::Oidc(e.to_string()))?;
+        }
         if !self.store.url.starts_with("sqlite:") {
             return Err(invalid("store.url", "use sqlite:///path/to/keyward.db"));
         }
@@ -450,5 +559,7 @@ pub fn default_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/keyward/keyward.toml"))
 }
 
+mod portal;
+pub use portal::{host_within, parse_origin};
 #[cfg(test)]
 mod tests;

@@ -93,3 +93,79 @@ fn session_and_portal_sections_are_validated() {
     let err = load("version = 1\n[assertion]\nttl = \"2h\"").unwrap_err();
     assert!(err.contains("assertion.ttl"), "{err}");
 }
+
+#[test]
+fn portal_origins_rp_id_and_cookie_domain_must_fit_together() {
+    let ok = "version = 1\n[session]\ncookie_domain = \"example.com\"\n[portal]\nrp_id = \"example.com\"\n\
+              origins = [\"https://auth.example.com\", \"https://app.example.com:8443\"]\n\
+              login_url = \"https://auth.example.com/.keyward/login\"\nreturn_hosts = [\"*.example.com\"]";
+    let c = load(ok).unwrap();
+    assert_eq!(c.portal.origins.len(), 2);
+    assert_eq!(c.session_lifetime(), Duration::from_secs(12 * 3600));
+
+    for (bad, key, hint) in [
+        (
+            "origins = [\"https://auth.other.com\"]",
+            "portal.origins",
+            "rp_id",
+        ),
+        (
+            "origins = [\"http://auth.example.com\"]",
+            "portal.origins",
+            "https",
+        ),
+        (
+            "origins = [\"https://auth.example.com/login\"]",
+            "portal.origins",
+            "no path",
+        ),
+        (
+            "login_url = \"https://evil.example.com/.keyward/login\"",
+            "portal.login_url",
+            "portal.origins",
+        ),
+        ("rp_id = \"ex ample\"", "portal.rp_id", "domain"),
+        (
+            "return_hosts = [\"a b\"]",
+            "portal.return_hosts",
+            "*.domain",
+        ),
+        ("identity = \"oidc\"", "portal.identity", "[oidc]"),
+        (
+            "attestation = { required = true }",
+            "portal.attestation.required",
+            "ca_files",
+        ),
+        (
+            "attestation = { aaguids = [\"xyz\"], ca_files = [\"/x.pem\"] }",
+            "portal.attestation.aaguids",
+            "AAGUID",
+        ),
+    ] {
+        let toml = ok.replace("return_hosts = [\"*.example.com\"]", "") + "\n" + bad;
+        // A later key replaces an earlier one only for distinct keys; rebuild instead.
+        let toml = dedupe_keys(&toml);
+        let err = load(&toml).unwrap_err();
+        assert!(err.contains(key) && err.contains(hint), "{bad}: {err}");
+    }
+    let err = load(&ok.replace("example.com\"\n[portal]", "other.com\"\n[portal]")).unwrap_err();
+    assert!(err.contains("session.cookie_domain"), "{err}");
+}
+
+/// Keeps the last of repeated `key = ...` lines in the `[portal]` table.
+fn dedupe_keys(toml: &str) -> String {
+    let lines: Vec<&str> = toml.lines().collect();
+    let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_owned();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            !l.contains('=')
+                || !lines[i + 1..]
+                    .iter()
+                    .any(|m| m.contains('=') && key(m) == key(l))
+        })
+        .map(|(_, l)| *l)
+        .collect::<Vec<_>>()
+        .join("\n")
+}

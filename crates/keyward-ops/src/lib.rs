@@ -59,9 +59,14 @@ pub async fn bind(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let serve = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (the portal's
+        // rate limits key on it).
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
     };
     Ok((local, serve))
 }

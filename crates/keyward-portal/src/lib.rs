@@ -1,29 +1,374 @@
 //! The portal listener (default `127.0.0.1:9180`). HAProxy routes the sign-in host or
-//! `/.keyward/` to it.
+//! `/.keyward/` on every protected host to it.
 //!
-//! - `GET /.well-known/keyward/jwks.json`: the public keys of the upstream assertion
-//!   (active and verify-only; retired keys drop out), so applications verify
-//!   `X-Keyward-Assertion` without sharing a secret.
+//! - `/.keyward/login`, `/.keyward/enroll`, `/.keyward/devices`: the pages people use
+//!   (sign in with a passkey or security key, enroll from an invite or after the IdP,
+//!   manage devices, sign out).
+//! - `/.keyward/login/{begin,finish}`, `/.keyward/enroll/{begin,finish}`: the WebAuthn
+//!   ceremonies (JSON), state kept server-side and single use.
+//! - `/.keyward/oidc/{start,callback}`: the IdP round trip (authorization code + PKCE).
+//! - `GET /.well-known/keyward/jwks.json`: the public keys of the upstream assertion,
+//!   so applications verify `X-Keyward-Assertion` without sharing a secret.
+//!
+//! Every page carries CSP and the usual security headers; every state-changing request
+//! must come from a configured origin; ceremony starts and finishes are rate limited
+//! per client address and per user; return URLs go only to configured hosts.
 
+mod aaguid;
+mod account;
+mod ceremony;
+mod flows;
+mod limits;
+mod oidc_flow;
+mod pages;
+mod returnto;
+mod revoke;
+mod web;
+
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use base64ct::{Base64UrlUnpadded, Encoding};
+use keyward_config::{Config, IdentityMode};
 use keyward_gate::Gate;
+use keyward_session::token;
+use keyward_session::{AuthMethod, Claims};
+use keyward_store::{Device, Store, User};
+use webauthn_rs::prelude::{
+    AttestationCaList, AttestationCaListBuilder, Url, Uuid, Webauthn, WebauthnBuilder,
+};
+
+pub use flows::invite_hash;
+pub use returnto::ReturnHosts;
+pub use revoke::Revoker;
+
+use crate::ceremony::Ceremonies;
+use crate::limits::RateLimit;
+use crate::web::CookiePolicy;
 
 /// Path of the JWKS document.
 pub const JWKS_PATH: &str = "/.well-known/keyward/jwks.json";
 
-/// The portal routes.
-pub fn router(gate: Arc<Gate>) -> Router {
-    Router::new().route(JWKS_PATH, get(jwks)).with_state(gate)
+/// Why the portal cannot start; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("`portal.rp_id` / `portal.origins` do not fit together for WebAuthn: {0}")]
+    WebAuthn(String),
+    #[error("`portal.attestation.ca_files`: {0}")]
+    Attestation(String),
+    #[error("`oidc`: {0}")]
+    Oidc(String),
+    #[error(transparent)]
+    Store(#[from] keyward_store::StoreError),
 }
 
-async fn jwks(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
-    let body = keyward_session::assertion::jwks(&gate.keys().ring);
+/// What the portal needs from the config, resolved once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Exact origins (`https://auth.example.com`).
+    pub origins: Vec<String>,
+    pub return_hosts: ReturnHosts,
+    pub cookie: CookiePolicy,
+    pub lifetime: i64,
+    pub leeway: i64,
+    pub identity: IdentityMode,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub attestation_required: bool,
+    /// Accepted AAGUIDs for attested keys (lowercase); empty: any the CAs vouch for.
+    pub aaguids: Vec<String>,
+}
+
+/// The portal: its settings, and the parts it works with.
+#[derive(Debug)]
+pub struct Portal {
+    pub settings: Settings,
+    gate: Arc<Gate>,
+    store: Store,
+    revoker: Arc<Revoker>,
+    webauthn: Webauthn,
+    attestation: Option<AttestationCaList>,
+    ceremonies: Ceremonies,
+    per_ip: RateLimit,
+    per_user: RateLimit,
+    device_key: [u8; 32],
+    oidc: Option<keyward_oidc::Provider>,
+}
+
+impl Portal {
+    /// Builds the portal from the (validated) config. Fails with what to fix when the
+    /// WebAuthn origins, attestation CAs or the IdP are not usable.
+    pub async fn new(
+        cfg: &Config,
+        gate: Arc<Gate>,
+        revoker: Arc<Revoker>,
+    ) -> Result<Self, PortalError> {
+        let p = &cfg.portal;
+        let origins: Vec<Url> = p
+            .origins
+            .iter()
+            .map(|o| keyward_config::parse_origin(o).map_err(PortalError::WebAuthn))
+            .collect::<Result<_, _>>()?;
+        let mut builder = WebauthnBuilder::new(&p.rp_id, &origins[0])
+            .map_err(|e| {
+                PortalError::WebAuthn(format!(
+                    "{e} (rp_id \"{}\", origin {})",
+                    p.rp_id, origins[0]
+                ))
+            })?
+            .rp_name(&p.rp_name);
+        for o in &origins[1..] {
+            builder = builder.append_allowed_origin(o);
+        }
+        let webauthn = builder
+            .build()
+            .map_err(|e| PortalError::WebAuthn(e.to_string()))?;
+        let attestation = load_attestation(&p.attestation.ca_files, &p.attestation.aaguids)?;
+        let oidc = match &cfg.oidc {
+            Some(o) => Some(
+                keyward_oidc::Provider::discover(o)
+                    .await
+                    .map_err(|e| PortalError::Oidc(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let origin_strings: Vec<String> = origins
+            .iter()
+            .map(|o| o.origin().ascii_serialization())
+            .collect();
+        let return_hosts = if p.return_hosts.is_empty() {
+            ReturnHosts::new(origins.iter().filter_map(|o| {
+                o.host_str().map(|h| match o.port() {
+                    Some(port) => format!("{h}:{port}"),
+                    None => h.to_owned(),
+                })
+            }))
+        } else {
+            ReturnHosts::new(p.return_hosts.iter().cloned())
+        };
+        let all_local_http = origins.iter().all(|o| o.scheme() == "http");
+        let store = revoker.store.clone();
+        let device_key = store.device_key().await?;
+        Ok(Self {
+            settings: Settings {
+                origins: origin_strings,
+                return_hosts,
+                cookie: CookiePolicy {
+                    name: cfg.session.cookie_name.clone(),
+                    domain: cfg.session.cookie_domain.clone(),
+                    secure: cfg.session.cookie_secure.unwrap_or(!all_local_http),
+                },
+                lifetime: cfg.session_lifetime().as_secs() as i64,
+                leeway: cfg.session.leeway.as_secs() as i64,
+                identity: p.identity,
+                trusted_proxies: p.trusted_proxies.clone(),
+                attestation_required: p.attestation.required,
+                aaguids: p
+                    .attestation
+                    .aaguids
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect(),
+            },
+            gate,
+            store,
+            revoker,
+            webauthn,
+            attestation,
+            ceremonies: Ceremonies::default(),
+            per_ip: RateLimit::per_minute(p.rate_per_ip),
+            per_user: RateLimit::per_minute(p.rate_per_user),
+            device_key,
+            oidc,
+        })
+    }
+
+    /// The pseudonymous device id for a credential id: a keyed hash, so the raw id
+    /// never reaches sessions, headers or logs.
+    pub fn device_id(&self, cred_id: &[u8]) -> String {
+        device_id(&self.device_key, cred_id)
+    }
+
+    /// The valid, unrevoked session in the request's cookie.
+    fn session(&self, headers: &HeaderMap) -> Option<Claims> {
+        let token = web::cookie(headers, &self.settings.cookie.name)?;
+        let claims = token::open(
+            token,
+            &self.gate.keys().ring,
+            unix_now(),
+            self.settings.leeway,
+        )
+        .ok()?;
+        (!self.gate.revocations().is_revoked(&claims)).then_some(claims)
+    }
+
+    /// Seals a new session for `user` signed in with `device`.
+    fn mint(&self, user: &User, device: &Device) -> Result<(String, Claims), token::TokenError> {
+        let now = unix_now();
+        // A session made in the same second as a sign-out-everywhere would count as
+        // issued before it; issue it just after instead.
+        let iat = self
+            .gate
+            .revocations()
+            .latest(&user.id, Some(&device.device))
+            .map_or(now, |at| now.max(at + 1));
+        let claims = Claims {
+            sid: token::new_session_id(&mut fill_random),
+            sub: user.id.clone(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            dev: Some(device.device.clone()),
+            aaguid: device.aaguid.clone(),
+            amr: if device.attested {
+                AuthMethod::Attested
+            } else {
+                AuthMethod::Passkey
+            },
+            auth_time: iat,
+            iat,
+            exp: iat + self.settings.lifetime,
+        };
+        let sealed = token::seal(&claims, &self.gate.keys().ring)?;
+        Ok((sealed, claims))
+    }
+
+    fn allow_ip(&self, ip: IpAddr) -> bool {
+        self.per_ip.allow(&ip.to_string())
+    }
+
+    fn allow_user(&self, user_id: &str) -> bool {
+        self.per_user.allow(user_id)
+    }
+}
+
+fn load_attestation(
+    files: &[std::path::PathBuf],
+    aaguids: &[String],
+) -> Result<Option<AttestationCaList>, PortalError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut list = AttestationCaList::default();
+    for file in files {
+        let pem = read_pem(file)?;
+        let one = if aaguids.is_empty() {
+            AttestationCaList::try_from(pem.as_slice()).map_err(|e| {
+                PortalError::Attestation(format!(
+                    "{}: not a PEM certificate ({e:?})",
+                    file.display()
+                ))
+            })?
+        } else {
+            let mut b = AttestationCaListBuilder::new();
+            for a in aaguids {
+                let id = Uuid::parse_str(a)
+                    .map_err(|e| PortalError::Attestation(format!("AAGUID `{a}`: {e}")))?;
+                b.insert_device_pem(&pem, id, a.clone(), Default::default())
+                    .map_err(|e| {
+                        PortalError::Attestation(format!(
+                            "{}: not a PEM certificate ({e:?})",
+                            file.display()
+                        ))
+                    })?;
+            }
+            b.build()
+        };
+        list.union(&one);
+    }
+    Ok(Some(list))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, PortalError> {
+    std::fs::read(path)
+        .map_err(|e| PortalError::Attestation(format!("cannot read {}: {e}", path.display())))
+}
+
+/// `d_` + 22 characters: the first 128 bits of BLAKE3 keyed with the store's device key.
+pub fn device_id(key: &[u8; 32], cred_id: &[u8]) -> String {
+    let h = blake3::keyed_hash(key, cred_id);
+    format!(
+        "d_{}",
+        Base64UrlUnpadded::encode_string(&h.as_bytes()[..16])
+    )
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    if let Err(err) = getrandom::fill(buf) {
+        // Without randomness no session id or challenge can be made safely.
+        panic!("the operating system's random source failed: {err}");
+    }
+}
+
+/// 256 random bits, base64url.
+pub(crate) fn random_id() -> String {
+    let mut b = [0u8; 32];
+    fill_random(&mut b);
+    Base64UrlUnpadded::encode_string(&b)
+}
+
+/// The portal routes.
+pub fn router(portal: Arc<Portal>) -> Router {
+    let pages = Router::new()
+        .route("/.keyward/login", get(flows::sign_in_page))
+        .route("/.keyward/login/begin", post(flows::sign_in_begin))
+        .route("/.keyward/login/finish", post(flows::sign_in_finish))
+        .route("/.keyward/enroll", get(flows::enroll_page))
+        .route("/.keyward/enroll/begin", post(flows::enroll_begin))
+        .route("/.keyward/enroll/finish", post(flows::enroll_finish))
+        .route("/.keyward/devices", get(account::devices_page))
+        .route("/.keyward/devices/rename", post(account::rename))
+        .route("/.keyward/devices/revoke", post(account::revoke))
+        .route("/.keyward/logout", post(account::sign_out))
+        .route("/.keyward/logout-all", post(account::sign_out_everywhere))
+        .route("/.keyward/oidc/start", get(oidc_flow::start))
+        .route("/.keyward/oidc/callback", get(oidc_flow::callback))
+        .route("/.keyward/static/keyward.js", get(script))
+        .route("/.keyward/static/keyward.css", get(style))
+        .route(JWKS_PATH, get(jwks))
+        // Ceremony bodies are a few KiB; refuse anything larger before parsing.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            portal.clone(),
+            web::check_origin,
+        ))
+        .layer(axum::middleware::from_fn(web::security_headers));
+    pages.with_state(portal)
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../assets/keyward.js"),
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../assets/keyward.css"),
+    )
+}
+
+async fn jwks(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
+    let body = keyward_session::assertion::jwks(&portal.gate.keys().ring);
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -33,3 +378,6 @@ async fn jwks(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
         serde_json::to_string(&body).unwrap_or_else(|_| "{\"keys\":[]}".into()),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 //! stored.
 
 pub mod revocation;
+pub mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use revocation::{Kind, Revocation, Revocations};
+pub use users::{Conflict, Device, Invite, NewDevice, NewUser, Source, User};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,10 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("unknown revocation kind `{0}` in the store")]
     BadKind(String),
+    #[error("the store holds an impossible value: {0}")]
+    Corrupt(String),
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
 }
 
 /// The store. One variant per backend; all share the same operations.

@@ -91,6 +91,14 @@ impl Revocations {
     }
 
     /// Forgets what can no longer match a valid token: `max_lifetime` after it was made.
+    /// The latest user- or device-wide revocation among `user` and `device`: a
+    /// session issued at or before it is revoked.
+    pub fn latest(&self, user: &str, device: Option<&str>) -> Option<i64> {
+        let u = self.users.get(user).copied();
+        let d = device.and_then(|d| self.devices.get(d).copied());
+        u.max(d)
+    }
+
     pub fn forget_before(&mut self, cutoff: i64) {
         self.sessions.retain(|_, at| *at >= cutoff);
         self.users.retain(|_, at| *at >= cutoff);

@@ -99,7 +99,7 @@ fn print_keys(ring: &KeyRing) {
     }
 }
 
-fn when(unix: i64) -> String {
+pub fn when(unix: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -164,10 +164,16 @@ pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow:
         bail!("the {} to revoke is empty", kind.as_str());
     }
     let store = Store::open(&cfg.store.url).await?;
+    revoke(cfg, &store, kind, subject).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Records a revocation, audits it, and pushes it to the local agent.
+pub async fn revoke(cfg: &Config, store: &Store, kind: Kind, subject: &str) -> anyhow::Result<()> {
     let now = unix_now();
     let until = now + cfg.session_horizon_secs();
     let r = store.revoke(kind, subject, now, until).await?;
-    store.close().await;
     match kind {
         // A user id can be personal data: the audit names the revocation, not the user.
         Kind::User => {

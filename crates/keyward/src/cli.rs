@@ -40,6 +40,12 @@ enum Command {
     /// Revoke sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+    /// Local users and their one-time enrollment links.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Registered devices (passkeys and security keys).
+    #[command(subcommand)]
+    Devices(DevicesCmd),
     /// Run HAProxy + keyward + a demo app on loopback (Ctrl-C stops all of it).
     Demo {
         /// Where the demo keeps its config, keys and database.
@@ -88,6 +94,42 @@ enum TokenCmd {
         #[arg(long)]
         email: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCmd {
+    /// Create a user (if new) and print a one-time link that enrolls one device.
+    Invite {
+        name: String,
+        /// Comma-separated roles for a new user.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Every user: source, status, device count, roles.
+    List,
+    /// Stop a user signing in or enrolling, and revoke their sessions.
+    Disable { name: String },
+    /// Undo `disable`.
+    Enable { name: String },
+    /// Replace a local user's roles (comma-separated; empty to clear).
+    Roles {
+        name: String,
+        #[arg(value_delimiter = ',', default_value = "")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCmd {
+    /// Registered devices, with owner, kind and last use.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Delete a device and revoke every session made with it.
+    Revoke { device: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,11 +184,7 @@ impl Cli {
                 device,
                 email,
             }) => {
-                let roles = roles
-                    .into_iter()
-                    .map(|r| r.trim().to_owned())
-                    .filter(|r| !r.is_empty())
-                    .collect();
+                let roles = clean_roles(roles);
                 admin::token_mint(
                     &cfg,
                     admin::Mint {
@@ -158,6 +196,13 @@ impl Cli {
                     },
                 )
             }
+            Command::Users(cmd) => runtime()?.block_on(users(&cfg, cmd)),
+            Command::Devices(DevicesCmd::List { user }) => {
+                runtime()?.block_on(crate::users::devices(&cfg, user.as_deref()))
+            }
+            Command::Devices(DevicesCmd::Revoke { device }) => {
+                runtime()?.block_on(crate::users::revoke_device(&cfg, &device))
+            }
             Command::Sessions(SessionsCmd::Revoke(args)) => {
                 let (kind, subject) = match (args.session, args.user, args.device) {
                     (Some(s), _, _) => (Kind::Session, s),
@@ -167,6 +212,34 @@ impl Cli {
                 };
                 runtime()?.block_on(admin::sessions_revoke(&cfg, kind, &subject))
             }
+        }
+    }
+}
+
+fn clean_roles(roles: Vec<String>) -> Vec<String> {
+    roles
+        .into_iter()
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+async fn users(cfg: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
+    match cmd {
+        UsersCmd::Invite { name, roles, email } => {
+            let link =
+                crate::users::invite(cfg, &name, &clean_roles(roles), email.as_deref()).await?;
+            println!(
+                "enrollment link for `{name}` (one device, valid {}):\n{link}",
+                humantime::format_duration(cfg.portal.invite_ttl)
+            );
+            Ok(())
+        }
+        UsersCmd::List => crate::users::list(cfg).await,
+        UsersCmd::Disable { name } => crate::users::set_disabled(cfg, &name, true).await,
+        UsersCmd::Enable { name } => crate::users::set_disabled(cfg, &name, false).await,
+        UsersCmd::Roles { name, roles } => {
+            crate::users::set_roles(cfg, &name, &clean_roles(roles)).await
         }
     }
 }

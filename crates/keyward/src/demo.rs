@@ -62,6 +62,9 @@ listen = "{ops}"
 [portal]
 listen = "{portal}"
 login_url = "http://localhost:{port}/.keyward/login"
+rp_id = "localhost"
+rp_name = "keyward demo"
+origins = ["http://localhost:{port}"]
 [session]
 keyring = "{dir}/keyring.toml"
 [assertion]
@@ -119,6 +122,17 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
         },
     )?;
     let runtime = crate::cli::runtime()?;
+    let invite = runtime.block_on(crate::users::invite(
+        &cfg,
+        "demo",
+        &["admin".into(), "dev".into()],
+        Some("demo@example.test"),
+    ));
+    let invite = match invite {
+        Ok(link) => link,
+        // An earlier run made `demo` with other roles; a link for it still works.
+        Err(_) => runtime.block_on(crate::users::invite(&cfg, "demo", &[], None))?,
+    };
     runtime.block_on(async move {
         let portal = cfg.portal.listen;
         let issuer = cfg.assertion.issuer.clone();
@@ -143,7 +157,11 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
         println!(
             "\nkeyward demo: HAProxy on http://localhost:{port} -> demo app, every request decided by keyward.\n\
              state: {dir}\n\n\
-             Try it (a session token for user `demo`, roles admin,dev, valid 1h):\n\n  \
+             1. Open this one-time link in a browser with a passkey or security key, and enroll a device\n   \
+             for user `demo` (roles admin,dev):\n\n   {invite}\n\n\
+             2. Then browse http://localhost:{port}/ : the demo app shows the identity HAProxy forwarded.\n   \
+             http://localhost:{port}/.keyward/devices lists your devices; sign out from there.\n\n\
+             Without a browser (a session token for `demo`, valid 1h):\n\n  \
              curl -i http://localhost:{port}/                # 401: no session\n  \
              curl -i http://localhost:{port}/healthz         # 200: public route\n  \
              curl -H 'Authorization: Bearer {token}' http://localhost:{port}/\n\n\
@@ -182,13 +200,21 @@ async fn page(headers: HeaderMap, portal: SocketAddr, issuer: String) -> Html<St
         "x-keyward-session",
     ]
     .iter()
-    .map(|n| format!("<tr><th>{n}</th><td>{}</td></tr>", escape(&h(n))))
+    .map(|n| {
+        let id = n.trim_start_matches("x-keyward-");
+        format!(
+            "<tr><th>{n}</th><td id=\"kw-{id}\">{}</td></tr>",
+            escape(&h(n))
+        )
+    })
     .collect();
     Html(format!(
         "<!doctype html><html lang=en><meta charset=utf-8><title>keyward demo app</title>\
          <body style=\"font-family:system-ui;max-width:48rem;margin:2rem auto\">\
          <h1>Hello from the demo app</h1><p>HAProxy forwarded this request because keyward allowed it.</p>\
-         <table>{rows}</table><h2>Assertion</h2><p>{verdict}</p></body></html>"
+         <table>{rows}</table><h2>Assertion</h2><p id=kw-assertion>{verdict}</p>\
+         <p><a href=\"/.keyward/devices\">My devices</a></p>\
+         <form method=post action=\"/.keyward/logout\"><button id=app-signout>Sign out</button></form></body></html>"
     ))
 }
 

@@ -7,6 +7,7 @@ mod httpc;
 mod serve;
 mod state;
 mod telemetry;
+mod users;
 
 use clap::Parser;
 

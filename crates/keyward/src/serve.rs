@@ -18,7 +18,9 @@ use keyward_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::state::{self, Revoker};
+use keyward_portal::{Portal, Revoker};
+
+use crate::state;
 use crate::telemetry::LogHandle;
 
 /// How often watched files' modification times are checked.
@@ -77,9 +79,12 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         .await
         .with_context(|| format!("`ops.listen`: cannot listen on {}", cfg.ops.listen))?;
     tracing::info!(addr = %ops_addr, "ops listening (/metrics, /healthz, /readyz)");
+    let portal = Portal::new(&cfg, gate.clone(), revoker.clone())
+        .await
+        .context("starting the portal")?;
     let (portal_addr, portal) = keyward_ops::bind(
         cfg.portal.listen,
-        keyward_portal::router(gate.clone()),
+        keyward_portal::router(Arc::new(portal)),
         shutdown.clone(),
     )
     .await

@@ -2,16 +2,13 @@
 //! revocations from the store, files reloaded when they change.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use keyward_config::Config;
-use keyward_gate::{AssertionConfig, Gate, GateConfig};
+use keyward_gate::{AssertionConfig, GateConfig};
 use keyward_policy::Policy;
 use keyward_session::keyring::{KeyRing, file as ringfile};
-use keyward_store::Store;
-use tokio::sync::Mutex;
 
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -57,44 +54,5 @@ pub fn gate_config(cfg: &Config) -> GateConfig {
             ttl_secs: cfg.assertion.ttl.as_secs() as i64,
         }),
         cache_capacity: cfg.session.cache_capacity,
-    }
-}
-
-/// Reads new revocations from the store into the gate. Shared by the poller and the
-/// on-demand refresh the CLI triggers.
-#[derive(Debug)]
-pub struct Revoker {
-    pub store: Store,
-    pub gate: Arc<Gate>,
-    /// Seconds after which a revocation can no longer match a valid token.
-    pub horizon: i64,
-    lock: Mutex<()>,
-}
-
-impl Revoker {
-    pub fn new(store: Store, gate: Arc<Gate>, horizon: i64) -> Self {
-        Self {
-            store,
-            gate,
-            horizon,
-            lock: Mutex::new(()),
-        }
-    }
-
-    /// Applies what the store has that the gate has not seen. Returns the number of new
-    /// entries.
-    pub async fn refresh(&self) -> anyhow::Result<usize> {
-        let _one_at_a_time = self.lock.lock().await;
-        let now = unix_now();
-        let current = self.gate.revocations();
-        let new = self.store.revocations_since(current.last_id(), now).await?;
-        if new.is_empty() {
-            return Ok(0);
-        }
-        let mut next = (*current).clone();
-        next.apply(&new);
-        next.forget_before(now - self.horizon);
-        self.gate.set_revocations(next);
-        Ok(new.len())
     }
 }

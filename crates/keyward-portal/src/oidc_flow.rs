@@ -1,0 +1,195 @@
+//! The IdP round trip: `start` sends the browser to the provider (authorization code
+//! + PKCE, state and nonce kept server-side), `callback` verifies what comes back,
+//! records the person, and hands over to a passkey ceremony.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use keyward_store::{NewUser, Source};
+use serde::Deserialize;
+
+use crate::ceremony::{OidcPending, Pending};
+use crate::flows::IDP_COOKIE;
+use crate::{Portal, pages, unix_now, web};
+
+const OIDC_COOKIE: &str = "keyward_oidc";
+
+#[derive(Debug, Deserialize)]
+pub struct StartQuery {
+    rd: Option<String>,
+    enroll: Option<String>,
+}
+
+/// `GET /.keyward/oidc/start`
+pub async fn start(State(portal): State<Arc<Portal>>, Query(q): Query<StartQuery>) -> Response {
+    let Some(provider) = &portal.oidc else {
+        return pages::problem(
+            StatusCode::NOT_FOUND,
+            "No identity provider is configured",
+            "Sign in with your passkey.",
+        );
+    };
+    let rd = portal.settings.return_hosts.check(q.rd.as_deref());
+    let (url, pending) = provider.begin();
+    let id = portal.ceremonies.put(Pending::Oidc(OidcPending {
+        pending,
+        rd,
+        enroll: q.enroll.as_deref() == Some("1"),
+    }));
+    let mut res = Redirect::to(url.as_str()).into_response();
+    // Lax: the provider's redirect back is a cross-site top-level navigation.
+    set_cookie(
+        &mut res,
+        &format!(
+            "{OIDC_COOKIE}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            crate::ceremony::CEREMONY_TTL.as_secs(),
+            secure(&portal)
+        ),
+    );
+    res
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /.keyward/oidc/callback`
+pub async fn callback(
+    State(portal): State<Arc<Portal>>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let Some(provider) = &portal.oidc else {
+        return pages::problem(
+            StatusCode::NOT_FOUND,
+            "No identity provider is configured",
+            "Sign in with your passkey.",
+        );
+    };
+    let pending = web::cookie(&headers, OIDC_COOKIE).and_then(|id| portal.ceremonies.take(id));
+    let Some(Pending::Oidc(p)) = pending.as_deref() else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "This sign-in expired",
+            "It took too long, or was already used. Start again from the sign-in page.",
+        );
+    };
+    if let Some(error) = q.error.as_deref() {
+        tracing::info!(target: "audit", event = "idp_failed", reason = "provider_error", error = error.chars().take(64).collect::<String>());
+        return pages::problem(
+            StatusCode::FORBIDDEN,
+            "Your organization's sign-in did not complete",
+            "Try again; if it keeps failing, contact your administrator.",
+        );
+    }
+    let (Some(code), Some(state)) = (q.code.as_deref(), q.state.as_deref()) else {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "The identity provider's answer is incomplete",
+            "Start again from the sign-in page.",
+        );
+    };
+    let identity = match provider.complete(p.pending.clone(), code, state).await {
+        Ok(i) => i,
+        Err(err) => {
+            tracing::info!(target: "audit", event = "idp_failed", reason = %err);
+            return pages::problem(
+                StatusCode::FORBIDDEN,
+                "Your organization's sign-in could not be verified",
+                "Start again from the sign-in page.",
+            );
+        }
+    };
+    if identity.sub.starts_with("local:") || identity.sub.len() > 255 {
+        return pages::problem(
+            StatusCode::FORBIDDEN,
+            "This identity cannot be used here",
+            "Contact your administrator.",
+        );
+    }
+    let mut handle = [0u8; 16];
+    crate::fill_random(&mut handle);
+    let name = identity
+        .email
+        .clone()
+        .filter(|_| identity.email_verified)
+        .or_else(|| identity.name.clone())
+        .unwrap_or_else(|| identity.sub.clone());
+    let new = NewUser {
+        id: &identity.sub,
+        handle,
+        name: &name,
+        email: identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified),
+        roles: &identity.roles,
+        source: Source::Oidc,
+        now: unix_now(),
+    };
+    let user = match portal.store.upsert_oidc_user(&new).await {
+        Ok(u) => u,
+        Err(err) => {
+            tracing::error!(%err, "store failed");
+            return pages::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward cannot reach its database",
+                "Try again in a moment.",
+            );
+        }
+    };
+    if user.disabled {
+        return pages::problem(
+            StatusCode::FORBIDDEN,
+            "This account is disabled",
+            "Contact your administrator.",
+        );
+    }
+    let has_devices = match portal.store.devices(Some(&user.id)).await {
+        Ok(d) => !d.is_empty(),
+        Err(_) => false,
+    };
+    tracing::info!(target: "audit", event = "idp_verified", roles = user.roles.len());
+    let id = portal.ceremonies.put(Pending::Identified {
+        user_id: user.id.clone(),
+        rd: p.rd.clone(),
+    });
+    let next = if p.enroll || !has_devices {
+        "/.keyward/enroll"
+    } else {
+        "/.keyward/login"
+    };
+    let mut res = Redirect::to(&format!("{next}?rd={}", pages::url_encode(&p.rd))).into_response();
+    set_cookie(
+        &mut res,
+        &format!(
+            "{IDP_COOKIE}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            crate::ceremony::CEREMONY_TTL.as_secs(),
+            secure(&portal)
+        ),
+    );
+    set_cookie(
+        &mut res,
+        &format!("{OIDC_COOKIE}=; Path=/.keyward/; Max-Age=0; HttpOnly; SameSite=Lax"),
+    );
+    res
+}
+
+fn secure(portal: &Portal) -> &'static str {
+    if portal.settings.cookie.secure {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(res: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}

@@ -1,0 +1,147 @@
+// The browser end-to-end flow through HAProxy and keyward, driven in Debian's
+// Chromium with the DevTools virtual authenticator (a real WebAuthn ceremony: CTAP2,
+// internal transport, resident keys, user verification).
+//
+//   node browser-flow.mjs '<json>'
+//
+// with {"base": "http://localhost:PORT", "invite": "<enrollment URL>", "mode":
+// "invite"|"oidc", "shots": "<dir for screenshots>", "user": "<expected user id or
+// name shown>"}. Prints one JSON line per step; exits non-zero at the first step that
+// does not behave.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const args = JSON.parse(process.argv[2]);
+const { base, shots } = args;
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--disable-quic',
+  ],
+});
+
+let step = 0;
+function log(name, extra) {
+  console.log(JSON.stringify({ step: ++step, name, ...extra }));
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(shots, `${String(step + 1).padStart(2, '0')}-${name}.png`), fullPage: true });
+}
+
+function fail(message) {
+  console.error(`browser-flow: ${message}`);
+  process.exitCode = 1;
+  throw new Error(message);
+}
+
+async function expectText(page, selector, pattern, what) {
+  await page.waitForSelector(selector, { timeout: 15000 });
+  const text = await page.textContent(selector);
+  if (!pattern.test(text)) fail(`${what}: ${selector} says ${JSON.stringify(text)}`);
+  return text;
+}
+
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+
+  // 1. Before any session, the protected app sends the browser to sign in.
+  await page.goto(`${base}/reports?x=1`);
+  if (!page.url().startsWith(`${base}/.keyward/`)) fail(`protected page did not redirect to the portal: ${page.url()}`);
+  await shot(page, 'redirected-to-portal');
+  log('unauthenticated request redirected', { url: page.url() });
+
+  // 2. Enroll: from the invite link (invite mode) or after the IdP (oidc mode, where the
+  //    redirect above went to the IdP and back to the enrollment page already).
+  if (args.mode === 'invite') {
+    await page.goto(args.invite);
+  }
+  await page.waitForSelector('#enroll-passkey', { timeout: 15000 });
+  await shot(page, 'enroll');
+  await page.fill('#device-name', 'Test laptop');
+  await page.click('#enroll-passkey');
+  await page.waitForURL((u) => !u.pathname.startsWith('/.keyward/enroll'), { timeout: 15000 });
+  log('enrolled', { url: page.url() });
+
+  // 3. The protected page shows the identity HAProxy forwarded.
+  await page.goto(`${base}/reports?x=1`);
+  const user = await expectText(page, '#kw-user', /\S/, 'identity on the protected page');
+  await expectText(page, '#kw-assertion', /verified/, 'assertion');
+  await shot(page, 'protected-page');
+  log('protected page shows identity', { user });
+
+  // 4. My devices lists the new device; sign out.
+  await page.goto(`${base}/.keyward/devices`);
+  await expectText(page, '#devices tbody', /Test laptop|Unknown|authenticator/i, 'devices page');
+  await shot(page, 'devices');
+  await page.click('#signout');
+  await page.waitForURL(/\/\.keyward\/login/, { timeout: 15000 });
+  await shot(page, 'signed-out');
+  log('signed out', { url: page.url() });
+
+  // 5. Signed out: the protected page redirects to sign-in again.
+  await page.goto(`${base}/reports?x=2`);
+  if (args.mode === 'oidc') {
+    // The IdP remembers the person: it comes straight back to the passkey step.
+    await page.waitForSelector('#signin', { timeout: 15000 });
+  } else {
+    await page.waitForSelector('#signin', { timeout: 15000 });
+  }
+  if (!page.url().startsWith(`${base}/.keyward/login`)) fail(`not sent to sign-in after sign-out: ${page.url()}`);
+  await shot(page, 'sign-in');
+  log('redirected to sign-in', { url: page.url() });
+
+  // 6. Sign in again, usernameless (discoverable credential); back where it was going.
+  await page.click('#signin');
+  await page.waitForURL((u) => u.pathname === '/reports', { timeout: 15000 });
+  await expectText(page, '#kw-user', new RegExp(user.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'same identity after sign-in');
+  await shot(page, 'signed-in-again');
+  log('signed in again (usernameless)', { url: page.url() });
+
+  // 7. Revoke the device from "my devices": signed out, and the protected page is
+  //    refused until a new device is enrolled.
+  await page.goto(`${base}/.keyward/devices`);
+  await page.click('#devices tbody tr:first-child button.danger');
+  await page.waitForURL(/\/\.keyward\/login/, { timeout: 15000 });
+  await shot(page, 'device-revoked');
+  log('device revoked', { url: page.url() });
+  if (args.mode === 'invite') {
+    await page.goto(`${base}/.keyward/login`);
+    await page.click('#signin');
+    await expectText(page, '#status', /not registered|revoked/i, 'sign-in with the revoked device');
+    await shot(page, 'revoked-device-refused');
+    log('revoked device refused at sign-in');
+  }
+  const res = await page.request.get(`${base}/reports?x=3`, { maxRedirects: 0, headers: { accept: 'text/html' } });
+  if (res.status() !== 302) fail(`protected page after revocation answered ${res.status()}, not 302`);
+  log('protected page denied after revocation', { status: res.status() });
+
+  await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
+  await context.close();
+  log('done');
+} catch (err) {
+  if (!process.exitCode) {
+    console.error(`browser-flow: ${err.stack || err}`);
+    process.exitCode = 1;
+  }
+} finally {
+  await browser.close();
+}
