@@ -131,7 +131,7 @@ async fn decisions_reasons_and_identity_headers() {
     assert_eq!(r.status, 302);
     assert_eq!(
         r.header("location"),
-        Some("http://auth.test/.keyward/login?rd=http%3A%2F%2Fapp%2Etest%2Freports%3Fq%3D1")
+        Some("https://auth.test/.keyward/login?rd=http%3A%2F%2Fapp%2Etest%2Freports%3Fq%3D1")
     );
     let r = s.get("/reports", &[("Accept", "application/json")]).await;
     assert_eq!(r.status, 401);
@@ -163,7 +163,31 @@ async fn decisions_reasons_and_identity_headers() {
         "spoofed identity reached the upstream: {}",
         r.body
     );
+    // The session cookie is keyward's: the application gets the other cookies only.
+    assert_eq!(
+        header_of(&r.body, "cookie").as_deref(),
+        Some("theme=dark; other=1"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains(&alice),
+        "the session token reached the upstream"
+    );
     assert_eq!(s.upstream.hits(), hits + 1);
+    for (sent, forwarded) in [
+        (format!("keyward_session={alice}"), None),
+        (format!("keyward_session={alice}; a=1"), Some("a=1")),
+        (format!("a=1; keyward_session={alice}"), Some("a=1; ")),
+        (
+            format!("not_keyward_session=1; keyward_session={alice}"),
+            Some("not_keyward_session=1; "),
+        ),
+    ] {
+        let r = s.get("/reports", &[("Cookie", &sent), BROWSER]).await;
+        assert_eq!(r.status, 200, "{sent}");
+        assert_eq!(header_of(&r.body, "cookie").as_deref(), forwarded, "{sent}");
+    }
 
     // Roles.
     let r = s
@@ -216,6 +240,11 @@ async fn decisions_reasons_and_identity_headers() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(header_of(&r.body, "x-keyward-user").as_deref(), Some("bob"));
+    assert_eq!(
+        header_of(&r.body, "authorization"),
+        None,
+        "the bearer token reached the upstream"
+    );
     assert_eq!(
         s.get("/v1/things", &[("Host", "api.test")]).await.status,
         401

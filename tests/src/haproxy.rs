@@ -30,6 +30,11 @@ impl Haproxy {
     /// Renders `haproxy/haproxy.cfg` and `haproxy/keyward-spoe.conf` into a temp dir and
     /// starts `haproxy` in the foreground on a free port.
     pub async fn start(wiring: &Wiring) -> Self {
+        Self::start_on(wiring, free_port()).await
+    }
+
+    /// [`Haproxy::start`] on loopback port `port` (when others must know it first).
+    pub async fn start_on(wiring: &Wiring, port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let render = |name: &str| -> PathBuf {
             let mut text = std::fs::read_to_string(repo_root().join("haproxy").join(name))
@@ -45,7 +50,6 @@ impl Haproxy {
         };
         let cfg = render("haproxy.cfg");
         let spoe = render("keyward-spoe.conf");
-        let port = free_port();
         let check = Command::new("haproxy")
             .args(["-c", "-q", "-f"])
             .arg(&cfg)

@@ -25,6 +25,11 @@ impl Keyward {
     /// Writes the config and `policy`, generates the key ring, starts `keyward serve`
     /// and waits until it is ready. `extra` is appended to keyward.toml.
     pub async fn start(policy: &str, extra: &str) -> Self {
+        Self::start_with(policy, TEST_PORTAL, extra).await
+    }
+
+    /// [`Keyward::start`] with `portal` as the `[portal]` keys (besides `listen`).
+    pub async fn start_with(policy: &str, portal_keys: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let (spoa, ops, portal) = (
@@ -43,7 +48,7 @@ listen = ["{spoa}"]
 listen = "{ops}"
 [portal]
 listen = "{portal}"
-login_url = "http://auth.test/.keyward/login"
+{portal_keys}
 [session]
 keyring = "{d}/keyring.toml"
 leeway = "0s"
@@ -153,6 +158,11 @@ file = "{d}/audit.jsonl"
         std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
     }
 }
+
+/// The `[portal]` of tests that do not sign in through the portal.
+pub const TEST_PORTAL: &str = r#"login_url = "https://auth.test/.keyward/login"
+rp_id = "auth.test"
+origins = ["https://auth.test"]"#;
 
 /// The counter of one decision/reason pair.
 pub fn decision(decision: &str, reason: &str) -> String {

@@ -5,6 +5,7 @@
 pub mod haproxy;
 pub mod http;
 pub mod keyward;
+pub mod oidc;
 pub mod process;
 pub mod stack;
 pub mod upstream;

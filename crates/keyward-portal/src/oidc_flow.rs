@@ -1,5 +1,5 @@
 //! The IdP round trip: `start` sends the browser to the provider (authorization code
-//! + PKCE, state and nonce kept server-side), `callback` verifies what comes back,
+//! with PKCE; state and nonce kept server-side), `callback` verifies what comes back,
 //! records the person, and hands over to a passkey ceremony.
 
 use std::sync::Arc;
