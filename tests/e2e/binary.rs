@@ -185,3 +185,87 @@ fn minted_token_is_alone_on_stdout_when_audit_goes_to_the_default_stream() {
     assert!(stdout.starts_with("v4.local."), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"event\":\"token_minted\""));
 }
+
+/// `keyward users …` / `keyward devices …` against a running agent: invites are
+/// one-time links on the portal's origin, the enrollment page accepts them once they
+/// exist, disabling revokes, and unknown names are errors that say what to run.
+#[tokio::test]
+async fn users_and_devices_commands() {
+    let k = Keyward::start("[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n", "").await;
+    let run = |args: &[&str]| {
+        let out = k.cli(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = run(&[
+        "users",
+        "invite",
+        "alice",
+        "--roles",
+        "ops,admin",
+        "--email",
+        "alice@example.test",
+    ]);
+    assert!(ok, "{err}");
+    let link = out
+        .split_whitespace()
+        .find(|w| w.starts_with("https://auth.test/.keyward/enroll?invite="))
+        .unwrap_or_else(|| panic!("no link in {out}"))
+        .to_owned();
+    let path = link.trim_start_matches("https://auth.test");
+
+    // The portal knows the link: the enrollment page names the user.
+    let page = get(k.portal, path, &[]).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("alice"), "{}", page.body);
+    // A link that was never issued is refused with advice, not a code.
+    let bogus = get(k.portal, "/.keyward/enroll?invite=AAAA", &[])
+        .await
+        .unwrap();
+    assert_eq!(bogus.status, 404);
+    assert!(bogus.body.contains("not valid"), "{}", bogus.body);
+
+    let (ok, out, _) = run(&["users", "list"]);
+    assert!(ok);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("alice"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("local") && line.contains("active") && line.contains("admin,ops"),
+        "{line}"
+    );
+
+    // Roles: taking one away revokes the sessions (they carry roles).
+    let (ok, out, err) = run(&["users", "roles", "alice", "admin"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+
+    // Disable: the invite stops working, sessions are revoked.
+    let (ok, out, err) = run(&["users", "disable", "alice"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("in force on the local agent now"), "{out}");
+    let page = get(k.portal, path, &[]).await.unwrap();
+    assert_eq!(page.status, 403, "{}", page.body);
+    let (ok, _, _) = run(&["users", "enable", "alice"]);
+    assert!(ok);
+
+    let (ok, out, _) = run(&["devices", "list", "--user", "alice"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+    let (ok, _, err) = run(&["devices", "revoke", "d_nope"]);
+    assert!(!ok);
+    assert!(err.contains("keyward devices list"), "{err}");
+    let (ok, _, err) = run(&["users", "disable", "nobody"]);
+    assert!(!ok);
+    assert!(err.contains("keyward users list"), "{err}");
+
+    // The audit names no user.
+    let audit = k.audit();
+    assert!(audit.contains("\"invited\""), "{audit}");
+    assert!(!audit.contains("alice"), "{audit}");
+}

@@ -760,6 +760,8 @@ pub async fn enroll_finish(
             return json_error(StatusCode::FORBIDDEN, message);
         }
     };
+    // `rawId` is not signed; the device id comes from the verified credential id.
+    let device_id = portal.device_id(passkey.cred_id());
     let stored = serde_json::to_string(&passkey).unwrap_or_default();
     let new = NewDevice {
         device: &device_id,

@@ -260,36 +260,58 @@ fn load_attestation(
     }
     let mut list = AttestationCaList::default();
     for file in files {
-        let pem = read_pem(file)?;
-        let one = if aaguids.is_empty() {
-            AttestationCaList::try_from(pem.as_slice()).map_err(|e| {
+        let text = read_pem(file)?;
+        let certs = pem_certificates(&text);
+        if certs.is_empty() {
+            return Err(PortalError::Attestation(format!(
+                "{}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+                file.display()
+            )));
+        }
+        for pem in certs {
+            let bad = |e| {
                 PortalError::Attestation(format!(
-                    "{}: not a PEM certificate ({e:?})",
+                    "{}: not a usable certificate ({e:?})",
                     file.display()
                 ))
-            })?
-        } else {
-            let mut b = AttestationCaListBuilder::new();
-            for a in aaguids {
-                let id = Uuid::parse_str(a)
-                    .map_err(|e| PortalError::Attestation(format!("AAGUID `{a}`: {e}")))?;
-                b.insert_device_pem(&pem, id, a.clone(), Default::default())
-                    .map_err(|e| {
-                        PortalError::Attestation(format!(
-                            "{}: not a PEM certificate ({e:?})",
-                            file.display()
-                        ))
-                    })?;
-            }
-            b.build()
-        };
-        list.union(&one);
+            };
+            let one = if aaguids.is_empty() {
+                AttestationCaList::try_from(pem.as_bytes()).map_err(bad)?
+            } else {
+                let mut b = AttestationCaListBuilder::new();
+                for a in aaguids {
+                    let id = Uuid::parse_str(a)
+                        .map_err(|e| PortalError::Attestation(format!("AAGUID `{a}`: {e}")))?;
+                    b.insert_device_pem(pem.as_bytes(), id, a.clone(), Default::default())
+                        .map_err(bad)?;
+                }
+                b.build()
+            };
+            list.union(&one);
+        }
     }
     Ok(Some(list))
 }
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, PortalError> {
-    std::fs::read(path)
+/// Every `CERTIFICATE` block of a PEM file (vendor bundles hold several roots).
+fn pem_certificates(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+fn read_pem(path: &Path) -> Result<String, PortalError> {
+    std::fs::read_to_string(path)
         .map_err(|e| PortalError::Attestation(format!("cannot read {}: {e}", path.display())))
 }
 
@@ -385,3 +407,21 @@ async fn jwks(State(portal): State<Arc<Portal>>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod pem_tests {
+    #[test]
+    fn every_certificate_of_a_bundle_is_read() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        let bundle =
+            format!("# vendor roots\n{one}\ntext between\n{one}\n-----BEGIN CERTIFICATE-----\ncut");
+        let certs = super::pem_certificates(&bundle);
+        assert_eq!(certs.len(), 2);
+        assert!(
+            certs
+                .iter()
+                .all(|c| c.starts_with("-----BEGIN") && c.ends_with("-----\n"))
+        );
+        assert!(super::pem_certificates("no pem here").is_empty());
+    }
+}

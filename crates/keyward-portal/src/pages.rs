@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn dates_are_utc() {
         assert_eq!(when(Some(0)), "1970-01-01 00:00 UTC");
-        assert_eq!(when(Some(1_795_608_000)), "2026-11-25 08:00 UTC");
+        assert_eq!(when(Some(1_795_608_000)), "2026-11-25 12:00 UTC");
         assert_eq!(when(Some(951_782_400)), "2000-02-29 00:00 UTC");
     }
 }

@@ -77,14 +77,17 @@ mod tests {
     fn protected_hosts_and_local_paths_pass() {
         let h = hosts();
         for ok in [
-            "/",
             "/reports?q=1",
             "http://localhost:8080/x",
             "https://app.example.com/a/b?c#d",
             "https://grafana.internal:3000/",
             "http://grafana.internal/",
         ] {
-            assert_ne!(h.check(Some(ok)), "/", "{ok}");
+            assert_eq!(
+                h.check(Some(ok)).trim_end_matches('/'),
+                ok.trim_end_matches('/'),
+                "{ok}"
+            );
         }
     }
 
@@ -107,5 +110,30 @@ mod tests {
             assert_eq!(h.check(Some(bad)), "/", "{bad}");
         }
         assert_eq!(h.check(None), "/");
+    }
+
+    proptest::proptest! {
+        /// Whatever an attacker puts in `rd`, the browser goes to a local path or to an
+        /// allowed host: never elsewhere.
+        #[test]
+        fn never_an_open_redirect(rd in "\\PC{0,60}", prefix in proptest::sample::select(vec![
+            "", "/", "//", "http://", "https://", "http://localhost:8080", "https://app.example.com",
+            "https://evil.test", "http:/\\", "HTTPS://APP.EXAMPLE.COM", "http://localhost:8080@",
+        ])) {
+            let out = hosts().check(Some(&format!("{prefix}{rd}")));
+            if out.starts_with('/') {
+                proptest::prop_assert!(!out.starts_with("//") && !out.contains('\\'), "{}", out);
+            } else {
+                let url = Url::parse(&out).unwrap();
+                let host = url.host_str().unwrap_or("").to_owned();
+                proptest::prop_assert!(
+                    host == "localhost" && url.port() == Some(8080)
+                        || host.ends_with(".example.com")
+                        || host == "grafana.internal",
+                    "{} -> {}", rd, out
+                );
+                proptest::prop_assert!(url.username().is_empty() && url.password().is_none());
+            }
+        }
     }
 }
