@@ -30,7 +30,7 @@ bench:
 # Fuzz every target for SECONDS each (cargo-fuzz on the stable toolchain).
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-    for t in spop_machine token_open policy_parse request_headers; do \
+    for t in spop_machine token_open policy_parse request_headers portal_inputs; do \
       mkdir -p tests/fuzz/corpus/$t; \
       RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz $t tests/fuzz/corpus/$t tests/fuzz/seeds/$t -- -max_total_time={{SECONDS}} -rss_limit_mb=2048; \
     done

@@ -269,3 +269,20 @@ async fn users_and_devices_commands() {
     assert!(audit.contains("\"invited\""), "{audit}");
     assert!(!audit.contains("alice"), "{audit}");
 }
+
+/// The configuration shipped in deploy/ is valid as it is.
+#[test]
+fn shipped_config_passes_check_config() {
+    let path = keyward_tests::repo_root().join("deploy/etc/keyward.toml");
+    let out = keyward()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -85,14 +85,11 @@ async fn demo_invite_enroll_sign_in_sign_out_revoke_in_chromium() {
     }));
     assert!(out.contains("\"name\":\"done\""), "{out}");
 
-    // The audit log names devices, never the token or the user name.
     let audit = std::fs::read_to_string(state.path().join("state/audit.jsonl")).unwrap_or_default();
-    for event in ["\"enrolled\"", "\"login\"", "\"logout\"", "\"revoked\""] {
-        assert!(audit.contains(event), "audit lacks {event}:\n{audit}");
-    }
-    assert!(
-        !audit.contains("v4.local."),
-        "a token reached the audit log"
+    audit_has_events_but_no_names(
+        &audit,
+        &["enrolled", "login", "logout", "revoked"],
+        "demo@example.test",
     );
 
     // Ctrl-C (SIGINT) stops keyward, HAProxy and the demo app.
@@ -114,11 +111,16 @@ async fn demo_invite_enroll_sign_in_sign_out_revoke_in_chromium() {
     .await;
 }
 
-/// The IdP mode: the provider (npm `oidc-provider`) says who it is, then the passkey of
-/// the same person proves it, at every sign-in. The IdP's groups become roles.
-#[tokio::test(flavor = "multi_thread")]
-async fn idp_then_passkey_enroll_sign_in_sign_out_revoke_in_chromium() {
-    let port = free_port();
+/// keyward (with `identity`), the provider (npm `oidc-provider`, account `alice` in
+/// groups `admins` and `eng`), an echo upstream and HAProxy on `port`.
+struct IdpStack {
+    keyward: Keyward,
+    _idp: OidcProvider,
+    _app: Upstream,
+    _haproxy: Haproxy,
+}
+
+async fn idp_stack(port: u16, identity: &str) -> IdpStack {
     let base = format!("http://localhost:{port}");
     let redirect = format!("{base}/.keyward/oidc/callback");
     let clients = serde_json::json!([{
@@ -132,7 +134,7 @@ async fn idp_then_passkey_enroll_sign_in_sign_out_revoke_in_chromium() {
         r#"login_url = "{base}/.keyward/login"
 rp_id = "localhost"
 origins = ["{base}"]
-identity = "oidc""#
+identity = "{identity}""#
     );
     let oidc = format!(
         r#"[oidc]
@@ -145,37 +147,86 @@ role_map = {{ admins = ["admin"], eng = ["dev"] }}"#,
         issuer = idp.issuer
     );
     let policy = "version = 1\n[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
-    let k = Keyward::start_with(policy, &portal, &oidc).await;
+    let keyward = Keyward::start_with(policy, &portal, &oidc).await;
     let app = Upstream::start().await;
-    let _haproxy = Haproxy::start_on(
+    let haproxy = Haproxy::start_on(
         &Wiring {
-            spoa: k.spoa.to_string(),
+            spoa: keyward.spoa.to_string(),
             upstream: app.addr,
-            portal: Some(k.portal),
+            portal: Some(keyward.portal),
             edits: Vec::new(),
         },
         port,
     )
     .await;
+    IdpStack {
+        keyward,
+        _idp: idp,
+        _app: app,
+        _haproxy: haproxy,
+    }
+}
 
+/// The audit log has `events`, and names devices, never `person` or a token.
+fn audit_has_events_but_no_names(audit: &str, events: &[&str], person: &str) {
+    for event in events {
+        assert!(
+            audit.contains(&format!("\"{event}\"")),
+            "audit lacks {event}:\n{audit}"
+        );
+    }
+    assert!(
+        !audit.contains("alice"),
+        "a user name reached the audit log"
+    );
+    assert!(
+        !audit.contains("v4.local."),
+        "a token reached the audit log"
+    );
+}
+
+/// The IdP mode: the provider says who it is, then the passkey of the same person
+/// proves it, at every sign-in. The IdP's groups become roles.
+#[tokio::test(flavor = "multi_thread")]
+async fn idp_then_passkey_enroll_sign_in_sign_out_revoke_in_chromium() {
+    let port = free_port();
+    let stack = idp_stack(port, "oidc").await;
     let out = run_flow(serde_json::json!({
-        "base": base,
+        "base": format!("http://localhost:{port}"),
         "mode": "oidc",
         "roles": "admin,dev",
         "shots": artifacts("oidc"),
     }));
     assert!(out.contains("\"name\":\"done\""), "{out}");
-    let audit = k.audit();
-    for event in [
-        "\"idp_verified\"",
-        "\"enrolled\"",
-        "\"login\"",
-        "\"revoked\"",
-    ] {
-        assert!(audit.contains(event), "audit lacks {event}:\n{audit}");
-    }
-    assert!(
-        !audit.contains("alice"),
-        "a user name reached the audit log"
+    audit_has_events_but_no_names(
+        &stack.keyward.audit(),
+        &["idp_verified", "enrolled", "login", "revoked"],
+        "alice",
+    );
+}
+
+/// The IdP-enrolls mode: the IdP vouches for a person once, to enroll a device; sign-in
+/// is the passkey alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn idp_enrolls_then_passkey_only_in_chromium() {
+    let port = free_port();
+    let stack = idp_stack(port, "oidc-enroll").await;
+    let out = run_flow(serde_json::json!({
+        "base": format!("http://localhost:{port}"),
+        "mode": "oidc-enroll",
+        "roles": "admin,dev",
+        "shots": artifacts("oidc-enroll"),
+    }));
+    assert!(out.contains("revoked device refused"), "{out}");
+    audit_has_events_but_no_names(
+        &stack.keyward.audit(),
+        &[
+            "idp_verified",
+            "enrolled",
+            "login",
+            "login_failed",
+            "revoked",
+        ],
+        "alice",
     );
 }

@@ -5,8 +5,8 @@
 //   node browser-flow.mjs '<json>'
 //
 // with {"base": "http://localhost:PORT", "invite": "<enrollment URL>", "mode":
-// "invite"|"oidc", "shots": "<dir for screenshots>", "user": "<expected user id or
-// name shown>"}. Prints one JSON line per step; exits non-zero at the first step that
+// "invite"|"oidc"|"oidc-enroll", "shots": "<dir for screenshots>", "roles": "<roles
+// the application must receive>", "assertion": <check the demo app's verdict>}. Prints one JSON line per step; exits non-zero at the first step that
 // does not behave.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -82,6 +82,9 @@ try {
   //    redirect above went to the IdP and back to the enrollment page already).
   if (args.mode === 'invite') {
     await page.goto(args.invite);
+  } else if (args.mode === 'oidc-enroll') {
+    // Passkey sign-in page; a new person enrolls through the IdP.
+    await page.click('#signin-idp');
   }
   await page.waitForSelector('#enroll-passkey', { timeout: 15000 });
   await shot(page, 'enroll');
@@ -133,7 +136,7 @@ try {
   await page.waitForURL(/\/\.keyward\/login/, { timeout: 15000 });
   await shot(page, 'device-revoked');
   log('device revoked', { url: page.url() });
-  if (args.mode === 'invite') {
+  if (args.mode !== 'oidc') {
     await page.goto(`${base}/.keyward/login`);
     await page.click('#signin');
     await expectText(page, '#status', /not registered|revoked/i, 'sign-in with the revoked device');

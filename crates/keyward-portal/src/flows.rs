@@ -28,6 +28,9 @@ use crate::pages::{self, json_error};
 use crate::web::{self, CEREMONY_COOKIE};
 use crate::{Portal, aaguid, unix_now};
 
+/// How recent a sign-in must be to add a device with it (seconds).
+const RECENT_SIGN_IN: i64 = 600;
+
 /// The cookie naming the IdP-vouched identity a passkey ceremony completes.
 pub const IDP_COOKIE: &str = "keyward_idp";
 
@@ -487,6 +490,14 @@ async fn enroller(
         };
     }
     if let Some(claims) = portal.session(headers) {
+        // A stolen cookie must not be turned into a device of the thief's: adding a
+        // device needs a recent sign-in, not just a live session.
+        if unix_now() - claims.auth_time > RECENT_SIGN_IN {
+            return Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                "Confirm it is you: sign in again, then add the device.",
+            ));
+        }
         return match portal.store.user(&claims.sub).await {
             Ok(Some(u)) if !u.disabled => Ok(Enroller::Session(u)),
             Ok(_) => Err(json_error(

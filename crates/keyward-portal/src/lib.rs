@@ -18,7 +18,7 @@
 // add an allocation on the refusal paths.
 #![allow(clippy::result_large_err)]
 
-mod aaguid;
+pub mod aaguid;
 mod account;
 mod ceremony;
 mod flows;

@@ -105,7 +105,19 @@ pub async fn callback(
             );
         }
     };
-    if identity.sub.starts_with("local:") || identity.sub.len() > 255 {
+    // The id becomes a header value upstream: printable, bounded, not a local id.
+    let printable = |v: &str| !v.chars().any(char::is_control);
+    if identity.sub.starts_with("local:")
+        || identity.sub.is_empty()
+        || identity.sub.len() > 255
+        || !printable(&identity.sub)
+        || !identity.email.as_deref().is_none_or(printable)
+        || !identity.name.as_deref().is_none_or(printable)
+        || !identity
+            .roles
+            .iter()
+            .all(|r| printable(r) && !r.contains(','))
+    {
         return pages::problem(
             StatusCode::FORBIDDEN,
             "This identity cannot be used here",

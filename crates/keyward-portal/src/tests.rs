@@ -1268,3 +1268,47 @@ async fn ceremony_starts_are_rate_limited_per_client() {
     };
     other.login_begin(None).await;
 }
+
+/// Adding a device with a live session needs a recent sign-in: a stolen cookie alone
+/// cannot enroll the thief's authenticator.
+#[tokio::test]
+async fn adding_a_device_needs_a_recent_sign_in() {
+    let h = Harness::new().await;
+    let alice = h.user("alice").await;
+    let now = unix_now();
+    let session = |auth_age: i64| {
+        let claims = Claims {
+            sid: crate::random_id(),
+            sub: alice.id.clone(),
+            email: alice.email.clone(),
+            roles: alice.roles.clone(),
+            dev: Some("d_previous".into()),
+            aaguid: None,
+            amr: AuthMethod::Passkey,
+            auth_time: now - auth_age,
+            iat: now - auth_age,
+            exp: now + 3600,
+        };
+        token::seal(&claims, &h.gate.keys().ring).unwrap()
+    };
+    let body = json!({ "name": "Second key", "kind": "passkey" });
+
+    let stale = session(3600);
+    let a = h
+        .post_json("/.keyward/enroll/begin", &body, &[(SESSION_COOKIE, &stale)])
+        .await;
+    a.expect(StatusCode::UNAUTHORIZED);
+    assert!(a.error().contains("sign in again"), "{}", a.error());
+    // The page sends the person to sign in first, and back.
+    let page = h.get("/.keyward/enroll", &[(SESSION_COOKIE, &stale)]).await;
+    assert!(
+        page.location().starts_with("/.keyward/login?rd="),
+        "{}",
+        page.location()
+    );
+
+    let fresh = session(30);
+    h.post_json("/.keyward/enroll/begin", &body, &[(SESSION_COOKIE, &fresh)])
+        .await
+        .expect(StatusCode::OK);
+}
