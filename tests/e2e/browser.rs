@@ -175,10 +175,7 @@ fn audit_has_events_but_no_names(audit: &str, events: &[&str], person: &str) {
             "audit lacks {event}:\n{audit}"
         );
     }
-    assert!(
-        !audit.contains(person),
-        "{person} reached the audit log"
-    );
+    assert!(!audit.contains(person), "{person} reached the audit log");
     assert!(
         !audit.contains("v4.local."),
         "a token reached the audit log"

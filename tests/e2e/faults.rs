@@ -3,52 +3,13 @@
 //! traffic comes back when the agent does, without touching HAProxy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use keyward_tests::eventually;
 use keyward_tests::http::get;
+use keyward_tests::load::{Tally, load};
 use keyward_tests::stack::Stack;
-
-#[derive(Default)]
-struct Tally {
-    allowed: AtomicUsize,
-    refused: AtomicUsize,
-    /// 200s whose identity was not the one the agent set for that request.
-    wrong: AtomicUsize,
-}
-
-/// `workers` clients looping over `/allow/w<i>-<n>` until `stop`.
-fn load(
-    addr: std::net::SocketAddr,
-    workers: usize,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..workers)
-        .map(|w| {
-            let (stop, tally) = (stop.clone(), tally.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    n += 1;
-                    let user = format!("w{w}-{n}");
-                    match get(addr, &format!("/allow/{user}"), &[]).await {
-                        Ok(r) if r.status == 200 => {
-                            tally.allowed.fetch_add(1, Ordering::SeqCst);
-                            if !r.body.contains(&format!("x-keyward-user: {user}\n")) {
-                                tally.wrong.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        _ => {
-                            tally.refused.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {

@@ -1,9 +1,10 @@
 //! HAProxy started from the shipped configuration in `haproxy/`, on random loopback
-//! ports, stopped when dropped.
+//! ports, stopped when dropped, reloaded gracefully on demand.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use crate::process::Proc;
 use crate::{free_port, loopback, repo_root, wait_listening};
@@ -24,6 +25,9 @@ pub struct Haproxy {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     proc: Proc,
+    /// The rendered haproxy.cfg and the environment it was started with (for reloads).
+    cfg: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Haproxy {
@@ -57,23 +61,47 @@ impl Haproxy {
             .status()
             .expect("haproxy is installed (the README's test command installs it)");
         assert!(check.success(), "rendered haproxy.cfg is invalid");
-        let mut cmd = Command::new("haproxy");
-        cmd.args(["-db", "-f"])
-            .arg(&cfg)
-            .env("KEYWARD_HTTP_BIND", format!("127.0.0.1:{port}"))
-            .env("KEYWARD_SPOE_CONF", &spoe)
-            .env("KEYWARD_SPOA", &wiring.spoa)
-            .env("KEYWARD_UPSTREAM", wiring.upstream.to_string());
+        let mut env = vec![
+            ("KEYWARD_HTTP_BIND".to_owned(), format!("127.0.0.1:{port}")),
+            ("KEYWARD_SPOE_CONF".to_owned(), spoe.display().to_string()),
+            ("KEYWARD_SPOA".to_owned(), wiring.spoa.clone()),
+            ("KEYWARD_UPSTREAM".to_owned(), wiring.upstream.to_string()),
+        ];
         if let Some(portal) = wiring.portal {
-            cmd.env("KEYWARD_PORTAL", portal.to_string());
+            env.push(("KEYWARD_PORTAL".to_owned(), portal.to_string()));
         }
-        let proc = Proc::spawn("haproxy", &mut cmd);
+        let proc = Proc::spawn("haproxy", &mut command(&cfg, &env));
         let addr = loopback(port);
         wait_listening(addr, "HAProxy to listen").await;
-        Self { addr, dir, proc }
+        Self {
+            addr,
+            dir,
+            proc,
+            cfg,
+            env,
+        }
+    }
+
+    /// Graceful reload, the classic way (`-sf`, no master process): a new
+    /// HAProxy on the same rendered configuration and environment, started with
+    /// `-sf <old pid>`, binds the same port (SO_REUSEPORT) and tells the old one to stop
+    /// listening and finish its connections. Waits up to `limit` for the old process to
+    /// exit and returns its status (`None`: it did not exit in time and was killed).
+    pub async fn reload(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut cmd = command(&self.cfg, &self.env);
+        cmd.arg("-sf").arg(self.proc.pid().to_string());
+        let mut old = std::mem::replace(&mut self.proc, Proc::spawn("haproxy", &mut cmd));
+        old.wait_exit(limit).await
     }
 
     pub fn proc(&self) -> &Proc {
         &self.proc
     }
+}
+
+/// `haproxy -db -f <cfg>` (foreground) with `env`.
+fn command(cfg: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new("haproxy");
+    cmd.args(["-db", "-f"]).arg(cfg).envs(env.iter().cloned());
+    cmd
 }

@@ -30,6 +30,16 @@ impl Keyward {
 
     /// [`Keyward::start`] with `portal` as the `[portal]` keys (besides `listen`).
     pub async fn start_with(policy: &str, portal_keys: &str, extra: &str) -> Self {
+        Self::start_full(policy, portal_keys, "", extra).await
+    }
+
+    /// [`Keyward::start`] with `spoa_keys` added to `[spoa]` (besides `listen`), e.g.
+    /// `max_connections = 200` (`extra` cannot: TOML allows a table only once).
+    pub async fn start_spoa(policy: &str, spoa_keys: &str, extra: &str) -> Self {
+        Self::start_full(policy, TEST_PORTAL, spoa_keys, extra).await
+    }
+
+    async fn start_full(policy: &str, portal_keys: &str, spoa_keys: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let (spoa, ops, portal) = (
@@ -44,6 +54,7 @@ impl Keyward {
             r#"version = 1
 [spoa]
 listen = ["{spoa}"]
+{spoa_keys}
 [ops]
 listen = "{ops}"
 [portal]
@@ -115,6 +126,22 @@ file = "{d}/audit.jsonl"
 
     pub fn proc(&mut self) -> &mut Proc {
         self.proc.as_mut().expect("keyward is running")
+    }
+
+    /// Replaces the policy file the way an operator should: a new file renamed over
+    /// the old one, so the agent never reads half of it.
+    pub fn write_policy(&self, text: &str) {
+        let tmp = self.policy.with_extension("toml.new");
+        std::fs::write(&tmp, text).expect("write policy");
+        std::fs::rename(&tmp, &self.policy).expect("rename policy");
+    }
+
+    /// The agent's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc
+            .as_ref()
+            .and_then(Proc::rss_kib)
+            .expect("keyward is running")
     }
 
     /// Runs `keyward <args> --config <config>`.

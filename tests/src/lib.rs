@@ -1,10 +1,11 @@
 //! Harness for end-to-end tests: free loopback ports, processes that are killed when
 //! dropped, HAProxy started from the shipped configs in `haproxy/`, a minimal HTTP/1.1
-//! client and an upstream that echoes the headers it received.
+//! client, an upstream that echoes the headers it received, and client load loops.
 
 pub mod haproxy;
 pub mod http;
 pub mod keyward;
+pub mod load;
 pub mod oidc;
 pub mod process;
 pub mod stack;

@@ -192,8 +192,13 @@ async fn wait_for_shutdown(reloader: &mut Reloader) -> anyhow::Result<()> {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies a watched file's contents: its modification time and a hash of its
+/// bytes (an edit within the file system's timestamp granularity still shows). The
+/// files are small; reading them every two seconds is nothing.
+fn fingerprint(path: &Path) -> Option<(SystemTime, blake3::Hash)> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    Some((modified, blake3::hash(&bytes)))
 }
 
 struct Reloader {
@@ -206,11 +211,11 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn stamps(&self) -> [Option<SystemTime>; 3] {
+    fn stamps(&self) -> [Option<(SystemTime, blake3::Hash)>; 3] {
         [
-            modified(&self.path),
-            modified(&self.current.session.keyring),
-            modified(&self.current.policy.file),
+            fingerprint(&self.path),
+            fingerprint(&self.current.session.keyring),
+            fingerprint(&self.current.policy.file),
         ]
     }
 
@@ -221,8 +226,10 @@ impl Reloader {
     }
 
     /// Applies what can change without dropping connections; keeps what is running
-    /// when a new file is invalid.
+    /// when a new file is invalid. Counts one result per reload: `error` if any part was
+    /// rejected (an `ok` must mean everything on disk is in force).
     fn reload(&mut self) {
+        let mut ok = true;
         match Config::load(&self.path) {
             Ok(new) => {
                 if new.spoa.listen != self.current.spoa.listen
@@ -247,10 +254,9 @@ impl Reloader {
                 if policy_moved {
                     tracing::info!(file = %self.current.policy.file.display(), "policy file changed");
                 }
-                self.result(true);
             }
             Err(err) => {
-                self.result(false);
+                ok = false;
                 tracing::error!(%err, "new configuration rejected; keeping the running one");
             }
         }
@@ -260,7 +266,7 @@ impl Reloader {
                 self.gate.set_policy(policy);
             }
             Err(err) => {
-                self.result(false);
+                ok = false;
                 tracing::error!(
                     err = format!("{err:#}"),
                     "new policy rejected; keeping the running one"
@@ -275,13 +281,14 @@ impl Reloader {
                 tracing::info!(target: "audit", event = "keyring_loaded", generation);
             }
             Err(err) => {
-                self.result(false);
+                ok = false;
                 tracing::error!(
                     err = format!("{err:#}"),
                     "key ring rejected; keeping the running one"
                 );
             }
         }
+        self.result(ok);
     }
 
     /// Keys past their verification window stop verifying in this agent even when no

@@ -81,8 +81,26 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `--h2`: every HAProxy speaks HTTP/2 cleartext on its frontend.
+static H2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn h2_bind() -> &'static str {
+    if H2.load(std::sync::atomic::Ordering::Relaxed) {
+        " proto h2"
+    } else {
+        ""
+    }
+}
+
 fn no_logs() -> Vec<(String, String)> {
     vec![
+        (
+            "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\"\n".into(),
+            format!(
+                "    bind \"${{KEYWARD_HTTP_BIND-127.0.0.1:8080}}\"{}\n",
+                h2_bind()
+            ),
+        ),
         ("    option httplog\n".into(), String::new()),
         ("    log global\n".into(), "    no log\n".into()),
         (
@@ -115,8 +133,9 @@ fn plain_haproxy(dir: &std::path::Path) -> (Proc, u16) {
         &cfg,
         format!(
             "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
-             frontend plain\n    bind 127.0.0.1:{port}\n    default_backend app\n\
-             backend app\n    http-request return status 200 content-type text/plain string \"ok\\n\"\n"
+             frontend plain\n    bind 127.0.0.1:{port}{h2}\n    default_backend app\n\
+             backend app\n    http-request return status 200 content-type text/plain string \"ok\\n\"\n",
+            h2 = h2_bind()
         ),
     )
     .expect("write plain config");
@@ -198,6 +217,75 @@ fn run_wrk(
     }
 }
 
+/// The same request over HTTP/2 (cleartext, prior knowledge) with h2load: `-m10`
+/// streams per connection. h2load reports the mean latency, not percentiles; the mean
+/// goes in the p50 column. One cookie for the whole run, so no cache-miss setup.
+fn run_h2load(t: &Target, seconds: u64, connections: u64, token: &str) -> Sample {
+    let mut cmd = Command::new("h2load");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        "-m10",
+        &format!("-D{seconds}"),
+    ]);
+    if t.mode == "hit" {
+        cmd.args(["-H", &format!("cookie: keyward_session={token}")]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{}/", t.port));
+    let out = cmd
+        .output()
+        .expect("h2load is installed (bash .ci/bootstrap installs nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("finished in ")
+                .and_then(|r| r.split(", ").nth(1))
+                .and_then(|v| v.trim_end_matches(" req/s").parse().ok())
+        })
+        .unwrap_or(0.0);
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap_or_default();
+    // "status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx"
+    let expected = format!("{}xx", t.status / 100);
+    let unexpected = codes
+        .trim_start_matches("status codes:")
+        .split(',')
+        .filter_map(|c| c.trim().split_once(' '))
+        .any(|(n, kind)| kind != expected && n != "0");
+    if unexpected {
+        eprintln!("warning: {}: unexpected statuses: {codes}", t.name);
+    }
+    // "time for request:  min  max  mean  sd  +/- sd"
+    let mean_ms = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("time for request:"))
+        .and_then(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .map_or(0.0, |v| duration_ms(&v));
+    Sample {
+        rps,
+        p50: mean_ms,
+        p99: 0.0,
+        p999: 0.0,
+    }
+}
+
+/// "812us", "1.23ms", "2.1s" -> milliseconds.
+fn duration_ms(v: &str) -> f64 {
+    let num = |s: &str| s.parse::<f64>().unwrap_or(0.0);
+    if let Some(us) = v.strip_suffix("us") {
+        num(us) / 1000.0
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        num(ms)
+    } else if let Some(s) = v.strip_suffix('s') {
+        num(s) * 1000.0
+    } else {
+        0.0
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -210,6 +298,8 @@ async fn main() {
     let rounds = arg(&args, "--rounds", 3);
     let connections = arg(&args, "--connections", 50);
     let close = args.iter().any(|a| a == "--close");
+    let h2 = args.iter().any(|a| a == "--h2");
+    H2.store(h2, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("tempdir");
     let lua = dir.path().join("bench.lua");
     std::fs::write(&lua, LUA).expect("write lua");
@@ -333,7 +423,14 @@ async fn main() {
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
     for round in 1..=rounds {
         for t in &targets {
-            let s = run_wrk(t, seconds, connections, close, &lua, &env);
+            if h2 && t.mode == "miss" {
+                continue;
+            }
+            let s = if h2 {
+                run_h2load(t, seconds, connections, &env[0].1)
+            } else {
+                run_wrk(t, seconds, connections, close, &lua, &env)
+            };
             eprintln!(
                 "round {round} {:<34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
                 t.name, s.rps, s.p50, s.p99, s.p999
@@ -345,13 +442,33 @@ async fn main() {
     let med = |name: &str, f: fn(&Sample) -> f64| median(samples[name].iter().map(f).collect());
     let base1 = med(targets[0].name, |s| s.rps);
     let base2 = med(targets[1].name, |s| s.rps);
-    println!(
-        "\nwrk -t2 -c{connections} -d{seconds}s, {rounds} interleaved rounds, median; keep-alive {}\n",
-        if close { "off" } else { "on" }
-    );
-    println!("| setup | req/s | p50 ms | p99 ms | p99.9 ms | x (1) | x (2) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for t in &targets {
+    if h2 {
+        println!(
+            "\nh2load -t2 -c{connections} -m10 -D{seconds}, HTTP/2 cleartext, {rounds} interleaved rounds, median\n"
+        );
+        println!("| setup | req/s | mean ms | x (1) | x (2) |");
+        println!("|---|---:|---:|---:|---:|");
+    } else {
+        println!(
+            "\nwrk -t2 -c{connections} -d{seconds}s, {rounds} interleaved rounds, median; keep-alive {}\n",
+            if close { "off" } else { "on" }
+        );
+        println!("| setup | req/s | p50 ms | p99 ms | p99.9 ms | x (1) | x (2) |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+    }
+    for t in targets.iter().filter(|t| samples.contains_key(t.name)) {
+        if h2 {
+            let rps = med(t.name, |s| s.rps);
+            println!(
+                "| {} | {:.0} | {:.3} | {:.2} | {:.2} |",
+                t.name,
+                rps,
+                med(t.name, |s| s.p50),
+                rps / base1,
+                rps / base2
+            );
+            continue;
+        }
         let rps = med(t.name, |s| s.rps);
         println!(
             "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
