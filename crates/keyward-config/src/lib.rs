@@ -257,6 +257,10 @@ pub struct SpoaConfig {
     pub handler_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Threads of keyward's runtime (SPOA, portal, ops). 0: one per CPU. Fewer leave
+    /// HAProxy more room and save cross-thread wake-ups on cache hits, at the price of
+    /// queueing behind new-session work (docs/benchmarks.md).
+    pub worker_threads: usize,
 }
 
 impl Default for SpoaConfig {
@@ -271,6 +275,7 @@ impl Default for SpoaConfig {
             idle_timeout: l.idle_timeout,
             handler_timeout: l.handler_timeout,
             drain_timeout: l.drain_timeout,
+            worker_threads: 0,
         }
     }
 }
@@ -286,6 +291,14 @@ impl SpoaConfig {
             handler_timeout: self.handler_timeout,
             drain_timeout: self.drain_timeout,
         }
+    }
+
+    /// The runtime's worker threads: `worker_threads`, or one per CPU.
+    pub fn threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
     /// The parsed listen addresses (valid after [`Config::validate`]).
@@ -442,10 +455,16 @@ impl Config {
                 "must be between 1 and 10000 (default 64)",
             ));
         }
+        if s.worker_threads > 1024 {
+            return Err(invalid(
+                "spoa.worker_threads",
+                "at most 1024 (0: one per CPU, the default)",
+            ));
+        }
         if s.max_connections == 0 {
             return Err(invalid(
                 "spoa.max_connections",
-                "must be at least 1 (default 1024)",
+                "must be at least 1 (default 8192)",
             ));
         }
         for (key, d) in [

@@ -60,6 +60,27 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The `Cookie` header the application should get: `header` without any cookie called
+/// `name`, the others kept in order. `None` when `header` has no such cookie (leave
+/// the header alone); `Some("")` when nothing else is left (remove the header).
+pub fn without_cookie(header: &str, name: &str) -> Option<String> {
+    let is_ours = |pair: &str| pair.split_once('=').is_some_and(|(n, _)| n.trim() == name);
+    if !header.split(';').any(is_ours) {
+        return None;
+    }
+    let mut rest = String::with_capacity(header.len());
+    for pair in header.split(';').map(str::trim) {
+        if pair.is_empty() || is_ours(pair) {
+            continue;
+        }
+        if !rest.is_empty() {
+            rest.push_str("; ");
+        }
+        rest.push_str(pair);
+    }
+    Some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +145,36 @@ mod tests {
             h.push_str(&format!("keyward_session={value}"));
             prop_assert_eq!(cookie_value(&h, "keyward_session"), Some(value.as_str()));
         }
+
+        #[test]
+        fn the_session_cookie_never_reaches_the_application(
+            pairs in prop::collection::vec(("(keyward_session|[a-j]{1,8})", "[a-z0-9=]{0,8}"), 0..12),
+            spaces in " {0,2}",
+        ) {
+            let header = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(&format!(";{spaces}"));
+            let ours = pairs.iter().any(|(n, _)| n == "keyward_session");
+            match without_cookie(&header, "keyward_session") {
+                None => prop_assert!(!ours),
+                Some(rest) => {
+                    prop_assert!(ours);
+                    prop_assert_eq!(cookie_value(&rest, "keyward_session"), None);
+                    let kept: Vec<String> = pairs.iter().filter(|(n, _)| n != "keyward_session").map(|(n, v)| format!("{n}={v}")).collect();
+                    prop_assert_eq!(rest, kept.join("; "));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stripping_the_session_cookie() {
+        let f = |h| without_cookie(h, "keyward_session");
+        assert_eq!(f("keyward_session=x"), Some(String::new()));
+        assert_eq!(f("a=1; keyward_session=x; b=2"), Some("a=1; b=2".into()));
+        assert_eq!(f("a=1;keyward_session=x"), Some("a=1".into()));
+        assert_eq!(f("not_keyward_session=1"), None);
+        assert_eq!(
+            f("a=1; keyward_session=x; keyward_session=y"),
+            Some("a=1".into())
+        );
     }
 }

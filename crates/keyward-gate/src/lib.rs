@@ -148,7 +148,9 @@ impl Gate {
     /// Sessions in the cache (after pending evictions ran).
     pub fn cached_sessions(&self) -> u64 {
         self.sessions.run_pending_tasks();
-        self.sessions.entry_count()
+        let n = self.sessions.entry_count();
+        self.metrics.cache_entries.set(n as i64);
+        n
     }
 
     /// Decides on one request at `now` (unix seconds).
@@ -265,6 +267,14 @@ impl Gate {
         vars::set_decision(&mut a, decision, reason);
         match decision {
             Decision::Allow => {
+                // keyward's cookie is for keyward: HAProxy forwards this instead.
+                if let Some(rest) = req
+                    .cookie
+                    .as_deref()
+                    .and_then(|c| credential::without_cookie(c, &self.cfg.cookie_name))
+                {
+                    a.set_txn("cookie", rest);
+                }
                 if let Some(s) = &outcome.session {
                     let c = &s.claims;
                     a.set_txn("user", c.sub.as_str())

@@ -15,6 +15,8 @@ pub struct GateMetrics {
     pub keyring_generation: IntGauge,
     pub revocations: IntGauge,
     pub policy_rules: IntGauge,
+    /// Sessions in the cache (updated by the agent's housekeeping, every second).
+    pub cache_entries: IntGauge,
 }
 
 impl GateMetrics {
@@ -72,6 +74,10 @@ impl GateMetrics {
             )?,
             revocations: gauge("revocations", "Revocations in force in memory")?,
             policy_rules: gauge("policy_rules", "Rules in the route policy in use")?,
+            cache_entries: gauge(
+                "session_cache_entries",
+                "Validated sessions held in memory (bounded by session.cache_capacity)",
+            )?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The variables keyward returns to HAProxy (txn scope, `option var-prefix keyward`),
 //! named as in DESIGN.md: decision, reason, user, email, roles, device, session,
-//! assertion, login_url.
+//! assertion, login_url; and `cookie`, the request's Cookie header without keyward's
+//! own cookie (what HAProxy forwards).
 
 use keyward_policy::{Decision, Reason};
 use keyward_spoa::Actions;

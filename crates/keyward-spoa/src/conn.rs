@@ -71,8 +71,10 @@ where
     H: Handler,
 {
     let mut machine = Machine::new(limits.max_frame_size);
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
+    // Small to start: HAProxy 2.6 keeps many idle agent connections under HTTP/2
+    // concurrency; buffers grow when frames need it.
+    let mut rbuf = BytesMut::with_capacity(2 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
     let mut written = 0usize;
     let mut inflight = FuturesUnordered::new();
     let mut phase = Phase::Open;

@@ -58,7 +58,7 @@ impl Default for Limits {
         Self {
             max_frame_size: 16_384,
             max_inflight: 64,
-            max_connections: 1_024,
+            max_connections: 8_192,
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             handler_timeout: Duration::from_millis(400),

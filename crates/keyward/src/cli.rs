@@ -169,7 +169,9 @@ impl Cli {
         };
         let logs = crate::telemetry::init(&cfg.log, &cfg.audit, fallback)?;
         match self.command {
-            Command::Serve => runtime()?.block_on(crate::serve::serve(path, cfg, logs)),
+            Command::Serve => {
+                runtime_with(cfg.spoa.threads())?.block_on(crate::serve::serve(path, cfg, logs))
+            }
             Command::CheckConfig | Command::Demo { .. } => Ok(()),
             Command::Keys(KeysCmd::Generate) => admin::keys_generate(&cfg),
             Command::Keys(KeysCmd::Rotate { session, assertion }) => {
@@ -244,8 +246,18 @@ async fn users(cfg: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
     }
 }
 
+/// The runtime of short commands (CLI): tokio's default.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The runtime of `serve` and `demo`: `threads` workers (`[spoa] worker_threads`).
+pub fn runtime_with(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("starting the async runtime")

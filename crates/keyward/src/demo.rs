@@ -121,7 +121,7 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
             email: Some("demo@example.test".into()),
         },
     )?;
-    let runtime = crate::cli::runtime()?;
+    let runtime = crate::cli::runtime_with(cfg.spoa.threads())?;
     let invite = runtime.block_on(crate::users::invite(
         &cfg,
         "demo",

@@ -151,6 +151,8 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
             // Keep the revocations already in memory; retry on the next tick.
             tracing::error!(%err, "reading revocations from the store failed");
         }
+        // Also the cache's housekeeping, and its size gauge.
+        revoker.gate.cached_sessions();
         n += 1;
         if n.is_multiple_of(600) {
             match revoker.store.purge_revocations(state::unix_now()).await {

@@ -191,6 +191,9 @@ fn run_wrk(
                 .map(|v| v.trim().parse::<u64>().unwrap_or(0))
         })
         .unwrap_or(0);
+    if t.status == 200 {
+        ERRORS.fetch_add(non_ok, std::sync::atomic::Ordering::Relaxed);
+    }
     if (t.status == 200 && non_ok > 0) || (t.status != 200 && non_ok == 0) {
         eprintln!(
             "warning: {}: {non_ok} responses were not {}",
@@ -206,6 +209,12 @@ fn run_wrk(
             .find_map(|f| f.strip_prefix(name).and_then(|v| v.parse::<f64>().ok()))
             .map_or(0.0, |us| us / 1000.0)
     };
+    let socket_errors = kw
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("errors="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    ERRORS.fetch_add(socket_errors, std::sync::atomic::Ordering::Relaxed);
     if kw.contains("errors=") && !kw.contains("errors=0") {
         eprintln!("warning: {}: socket errors: {kw}", t.name);
     }
@@ -272,6 +281,55 @@ fn run_h2load(t: &Target, seconds: u64, connections: u64, token: &str) -> Sample
     }
 }
 
+/// The soak: `target` for `seconds` in 30 s slices, printing a row per slice.
+async fn run_soak(
+    kw: &Keyward,
+    hp: &Haproxy,
+    target: &Target,
+    seconds: u64,
+    connections: u64,
+    lua: &std::path::Path,
+    env: &[(&str, String)],
+) {
+    let slice = 30.min(seconds);
+    println!(
+        "\nsoak: {} for {seconds} s, wrk -t2 -c{connections}, {slice} s slices\n",
+        target.name
+    );
+    println!("| t (s) | req/s | p99 ms | errors | keyward RSS MiB | HAProxy RSS MiB | cached sessions |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut elapsed = 0;
+    while elapsed < seconds {
+        let (s, errors) = run_wrk_counting(target, slice, connections, lua, env);
+        elapsed += slice;
+        let cached = kw.metric("keyward_session_cache_entries").await;
+        println!(
+            "| {elapsed} | {:.0} | {:.3} | {errors} | {:.1} | {:.1} | {cached} |",
+            s.rps,
+            s.p99,
+            kw.rss_kib() as f64 / 1024.0,
+            hp.proc().rss_kib().unwrap_or(0) as f64 / 1024.0,
+        );
+    }
+}
+
+/// [`run_wrk`], also returning the responses that were not the expected status plus
+/// socket errors.
+fn run_wrk_counting(
+    t: &Target,
+    seconds: u64,
+    connections: u64,
+    lua: &std::path::Path,
+    env: &[(&str, String)],
+) -> (Sample, u64) {
+    let before = ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+    let s = run_wrk(t, seconds, connections, false, lua, env);
+    (s, ERRORS.load(std::sync::atomic::Ordering::Relaxed) - before)
+}
+
+/// Unexpected responses and socket errors seen by [`run_wrk`] so far.
+static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// "812us", "1.23ms", "2.1s" -> milliseconds.
 fn duration_ms(v: &str) -> f64 {
     let num = |s: &str| s.parse::<f64>().unwrap_or(0.0);
@@ -299,6 +357,17 @@ async fn main() {
     let connections = arg(&args, "--connections", 50);
     let close = args.iter().any(|a| a == "--close");
     let h2 = args.iter().any(|a| a == "--h2");
+    // `--only 2,3`: just the setups whose names start with these (1 and 2 always run:
+    // the ratios need them).
+    let mut only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    if !only.is_empty() {
+        only.extend(["1 ".into(), "2 ".into()]);
+    }
     H2.store(h2, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().expect("tempdir");
     let lua = dir.path().join("bench.lua");
@@ -339,7 +408,12 @@ async fn main() {
     let naive_hp = agent_haproxy(format!("127.0.0.1:{naive_port}")).await;
     // 3-5. keyward
     let policy = "[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
-    let mut kw = Keyward::start(policy, "[log]\nlevel = \"warn\"\n").await;
+    // KW_BENCH_KEYWARD_EXTRA: more keyward.toml (e.g. "[assertion]\nenabled = false").
+    let extra = format!(
+        "[log]\nlevel = \"warn\"\n{}",
+        std::env::var("KW_BENCH_KEYWARD_EXTRA").unwrap_or_default()
+    );
+    let mut kw = Keyward::start(policy, &extra).await;
     let kw_hp = agent_haproxy(kw.spoa.to_string()).await;
     let token = kw.mint("bench-user", "dev,ops", "12h", Some("bench-device"));
     let tokens_path = dir.path().join("tokens.txt");
@@ -392,6 +466,12 @@ async fn main() {
             status: 200,
         },
         Target {
+            name: "2c no-op agent + identity vars, session cookie sent",
+            port: ident_hp.addr.port(),
+            mode: "hit",
+            status: 200,
+        },
+        Target {
             name: "3 keyward, cache hit",
             port: kw_hp.addr.port(),
             mode: "hit",
@@ -420,10 +500,22 @@ async fn main() {
         ("KW_TOKEN", token),
         ("KW_TOKENS", tokens_path.display().to_string()),
     ];
+    // `--soak SECONDS`: only keyward, distinct sessions cycled (cache misses and hits,
+    // the cache at its cap), in 30 s slices; errors and resident memory per slice.
+    let soak = arg(&args, "--soak", 0);
+    if soak > 0 {
+        let miss = targets.iter().find(|t| t.mode == "miss").expect("the miss setup");
+        run_soak(&kw, &kw_hp, miss, soak, connections, &lua, &env).await;
+        kw.kill();
+        return;
+    }
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
     for round in 1..=rounds {
         for t in &targets {
-            if h2 && t.mode == "miss" {
+            if (h2 && t.mode == "miss")
+                || !only.iter().all(|o| o.is_empty())
+                    && !only.iter().any(|o| t.name.starts_with(o.as_str()))
+            {
                 continue;
             }
             let s = if h2 {
