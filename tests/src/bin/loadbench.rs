@@ -296,7 +296,9 @@ async fn run_soak(
         "\nsoak: {} for {seconds} s, wrk -t2 -c{connections}, {slice} s slices\n",
         target.name
     );
-    println!("| t (s) | req/s | p99 ms | errors | keyward RSS MiB | HAProxy RSS MiB | cached sessions |");
+    println!(
+        "| t (s) | req/s | p99 ms | errors | keyward RSS MiB | HAProxy RSS MiB | cached sessions |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut elapsed = 0;
     while elapsed < seconds {
@@ -324,7 +326,10 @@ fn run_wrk_counting(
 ) -> (Sample, u64) {
     let before = ERRORS.load(std::sync::atomic::Ordering::Relaxed);
     let s = run_wrk(t, seconds, connections, false, lua, env);
-    (s, ERRORS.load(std::sync::atomic::Ordering::Relaxed) - before)
+    (
+        s,
+        ERRORS.load(std::sync::atomic::Ordering::Relaxed) - before,
+    )
 }
 
 /// Unexpected responses and socket errors seen by [`run_wrk`] so far.
@@ -504,7 +509,10 @@ async fn main() {
     // the cache at its cap), in 30 s slices; errors and resident memory per slice.
     let soak = arg(&args, "--soak", 0);
     if soak > 0 {
-        let miss = targets.iter().find(|t| t.mode == "miss").expect("the miss setup");
+        let miss = targets
+            .iter()
+            .find(|t| t.mode == "miss")
+            .expect("the miss setup");
         run_soak(&kw, &kw_hp, miss, soak, connections, &lua, &env).await;
         kw.kill();
         return;
