@@ -40,11 +40,22 @@ function fail(message) {
   throw new Error(message);
 }
 
+// Waits until `selector`'s text matches `pattern` (pages update it asynchronously).
 async function expectText(page, selector, pattern, what) {
-  await page.waitForSelector(selector, { timeout: 15000 });
-  const text = await page.textContent(selector);
-  if (!pattern.test(text)) fail(`${what}: ${selector} says ${JSON.stringify(text)}`);
-  return text;
+  try {
+    await page.waitForFunction(
+      ([sel, source, flags]) => {
+        const el = document.querySelector(sel);
+        return el !== null && new RegExp(source, flags).test(el.textContent);
+      },
+      [selector, pattern.source, pattern.flags],
+      { timeout: 15000 },
+    );
+  } catch (_) {
+    const text = await page.textContent(selector).catch(() => null);
+    fail(`${what}: ${selector} says ${JSON.stringify(text)}`);
+  }
+  return page.textContent(selector);
 }
 
 // The user id HAProxy forwarded, from the demo app's page or the echo upstream.
