@@ -286,3 +286,32 @@ fn shipped_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An edit that keeps the file's modification time (same second, or a tool that
+/// restores it) is still noticed: watched files are fingerprinted by content.
+#[tokio::test]
+async fn an_edit_that_keeps_the_mtime_is_still_reloaded() {
+    let k = Keyward::start("[[rule]]\nname = \"one\"\naccess = \"public\"\n", "").await;
+    let rules = || k.metric("keyward_policy_rules");
+    assert_eq!(rules().await, 1.0);
+    let mtime = std::fs::metadata(&k.policy).unwrap().modified().unwrap();
+    std::fs::write(
+        &k.policy,
+        "[[rule]]\nname = \"one\"\naccess = \"public\"\n[[rule]]\nname = \"two\"\naccess = \"public\"\n",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&k.policy)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&k.policy).unwrap().modified().unwrap(),
+        mtime
+    );
+    eventually(Duration::from_secs(10), "the two-rule policy", || async {
+        (rules().await == 2.0).then_some(())
+    })
+    .await;
+}
