@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keyward_tests::eventually;
-use keyward_tests::http::get;
+use keyward_tests::http::wait_for_ok;
 use keyward_tests::load::{Tally, load};
 use keyward_tests::stack::Stack;
 
@@ -28,17 +27,11 @@ async fn kill_9_under_load_forwards_nothing_without_allow_and_recovers() {
     );
     let restarted = Instant::now();
     s.restart_agent(400);
-    let a = s.haproxy.addr;
-    eventually(
+    wait_for_ok(
+        s.haproxy.addr,
+        "/allow/probe",
         Duration::from_secs(15),
         "traffic to recover",
-        || async move {
-            get(a, "/allow/probe", &[])
-                .await
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ())
-        },
     )
     .await;
     eprintln!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
-use keyward_tests::http::{Response, get};
+use keyward_tests::http::{Response, get, wait_for_ok};
 use keyward_tests::keyward::{Keyward, decision};
 use keyward_tests::upstream::Upstream;
 
@@ -429,14 +429,12 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     // Kill -9 and restart: revocations come back from the store.
     s.keyward.kill();
     s.keyward.restart().await;
-    let a = s.haproxy.addr;
-    eventually(Duration::from_secs(15), "agent back", || async move {
-        get(a, "/healthz", &[])
-            .await
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|_| ())
-    })
+    wait_for_ok(
+        s.haproxy.addr,
+        "/healthz",
+        Duration::from_secs(15),
+        "agent back",
+    )
     .await;
     for t in [&sess, &other, &frank] {
         assert_eq!(

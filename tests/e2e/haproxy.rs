@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
-use keyward_tests::http::get;
+use keyward_tests::http::{get, wait_for_ok};
 use keyward_tests::process::Proc;
 use keyward_tests::stack::Stack;
 use keyward_tests::upstream::Upstream;
@@ -154,13 +154,12 @@ async fn agent_killed_fails_closed_then_recovers_without_reload() {
     let haproxy_pid = s.haproxy.proc().pid();
     let restarted = Instant::now();
     s.restart_agent(400);
-    eventually(Duration::from_secs(15), "traffic to recover", || async {
-        get(a, "/allow/bob", &[])
-            .await
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|_| ())
-    })
+    wait_for_ok(
+        a,
+        "/allow/bob",
+        Duration::from_secs(15),
+        "traffic to recover",
+    )
     .await;
     eprintln!(
         "recovered {:?} after the agent restarted",

@@ -108,3 +108,15 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Polls `GET path` until it answers 200, or panics with `what` after `limit`.
+pub async fn wait_for_ok(addr: SocketAddr, path: &str, limit: Duration, what: &str) {
+    crate::eventually(limit, what, || async move {
+        get(addr, path, &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ())
+    })
+    .await;
+}

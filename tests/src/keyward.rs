@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::http::get;
+use crate::http::{get, wait_for_ok};
 use crate::process::Proc;
-use crate::{eventually, free_port, keyward_bin, loopback, wait_listening};
+use crate::{free_port, keyward_bin, loopback, wait_listening};
 
 #[derive(Debug)]
 pub struct Keyward {
@@ -106,14 +106,12 @@ file = "{d}/audit.jsonl"
                 .arg(&self.config),
         ));
         wait_listening(self.spoa, "keyward SPOA").await;
-        let ops = self.ops;
-        eventually(Duration::from_secs(10), "keyward /readyz", || async move {
-            get(ops, "/readyz", &[])
-                .await
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ())
-        })
+        wait_for_ok(
+            self.ops,
+            "/readyz",
+            Duration::from_secs(10),
+            "keyward /readyz",
+        )
         .await;
     }
 
