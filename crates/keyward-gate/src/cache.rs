@@ -8,9 +8,10 @@
 //!   they are re-signed in time.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use keyward_session::Claims;
+pub(crate) use keyward_session::sys::unix_now;
 use moka::Expiry;
 use moka::sync::Cache;
 
@@ -33,12 +34,6 @@ pub type Digest = [u8; 32];
 
 pub fn digest(token: &str) -> Digest {
     *blake3::hash(token.as_bytes()).as_bytes()
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn until(unix: i64) -> Duration {

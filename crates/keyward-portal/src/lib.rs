@@ -32,7 +32,6 @@ mod web;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -42,6 +41,7 @@ use axum::routing::{get, post};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use keyward_config::{Config, IdentityMode};
 use keyward_gate::Gate;
+use keyward_session::sys::{os_random, unix_now};
 use keyward_session::token;
 use keyward_session::{AuthMethod, Claims};
 use keyward_store::{Device, Store, User};
@@ -223,7 +223,7 @@ impl Portal {
             .latest(&user.id, Some(&device.device))
             .map_or(now, |at| now.max(at + 1));
         let claims = Claims {
-            sid: token::new_session_id(&mut fill_random),
+            sid: token::new_session_id(&mut os_random),
             sub: user.id.clone(),
             email: user.email.clone(),
             roles: user.roles.clone(),
@@ -324,23 +324,10 @@ pub fn device_id(key: &[u8; 32], cred_id: &[u8]) -> String {
     )
 }
 
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-pub(crate) fn fill_random(buf: &mut [u8]) {
-    if let Err(err) = getrandom::fill(buf) {
-        // Without randomness no session id or challenge can be made safely.
-        panic!("the operating system's random source failed: {err}");
-    }
-}
-
 /// 256 random bits, base64url.
 pub(crate) fn random_id() -> String {
     let mut b = [0u8; 32];
-    fill_random(&mut b);
+    os_random(&mut b);
     Base64UrlUnpadded::encode_string(&b)
 }
 

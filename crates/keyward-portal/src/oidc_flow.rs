@@ -125,7 +125,7 @@ pub async fn callback(
         );
     }
     let mut handle = [0u8; 16];
-    crate::fill_random(&mut handle);
+    crate::os_random(&mut handle);
     let name = identity
         .email
         .clone()

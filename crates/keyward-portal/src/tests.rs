@@ -130,7 +130,7 @@ impl Harness {
         std::fs::write(&file, toml).unwrap();
         let cfg = keyward_config::Config::load(&file).unwrap();
 
-        let ring = KeyRing::generate(unix_now(), &mut crate::fill_random).unwrap();
+        let ring = KeyRing::generate(unix_now(), &mut crate::os_random).unwrap();
         let gate = Arc::new(Gate::new(
             GateConfig {
                 cookie_name: cfg.session.cookie_name.clone(),
@@ -162,7 +162,7 @@ impl Harness {
 
     async fn user(&self, name: &str) -> User {
         let mut handle = [0u8; 16];
-        crate::fill_random(&mut handle);
+        crate::os_random(&mut handle);
         let id = format!("local:{name}");
         let email = format!("{name}@example.test");
         self.store

@@ -14,10 +14,12 @@
 //! that fills a buffer with cryptographically secure random bytes (for example
 //! `|buf| getrandom::fill(buf).expect("OS random source")`). The one exception is the
 //! 32-byte PASETO nonce, which `pasetors` draws from the OS inside [`token::seal`].
+//! [`sys`] holds the real clock and random source that callers pass in.
 
 pub mod assertion;
 pub mod claims;
 pub mod keyring;
+pub mod sys;
 pub mod token;
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! revocations from the store, files reloaded when they change.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use keyward_config::Config;
@@ -10,19 +9,7 @@ use keyward_gate::{AssertionConfig, GateConfig};
 use keyward_policy::Policy;
 use keyward_session::keyring::{KeyRing, file as ringfile};
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Fills `buf` from the operating system's random source.
-pub fn os_random(buf: &mut [u8]) {
-    if let Err(err) = getrandom::fill(buf) {
-        // Without randomness no key or session id can be made safely.
-        panic!("the operating system's random source failed: {err}");
-    }
-}
+pub use keyward_session::sys::{os_random, unix_now};
 
 pub fn load_ring(path: &Path) -> anyhow::Result<KeyRing> {
     ringfile::load(path).with_context(|| {

@@ -424,9 +424,7 @@ async fn main() {
     let tokens_path = dir.path().join("tokens.txt");
     {
         let ring = ringfile::load(&kw.dir.path().join("keyring.toml")).expect("key ring");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = keyward_session::sys::unix_now();
         let mut f =
             std::io::BufWriter::new(std::fs::File::create(&tokens_path).expect("tokens file"));
         for i in 0..300_000 {

@@ -3,8 +3,8 @@
 //! expired, signed with another key or with HS256, for another nonce. Only for the
 //! negative cases; sign-ins that should work run against the real `oidc-provider`.
 
+use keyward_session::sys::unix_now;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -120,13 +120,6 @@ fn new_key(rng: &SystemRandom) -> EcdsaKeyPair {
         .expect("generate P-256 key");
     EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng)
         .expect("load P-256 key")
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn b64(bytes: &[u8]) -> String {
