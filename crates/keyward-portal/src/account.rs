@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_session::Claims;
 use keyward_store::Kind;
@@ -166,9 +166,7 @@ pub async fn sign_out_everywhere(
 
 fn signed_out(portal: &Portal, to: &str) -> Response {
     let mut res = Redirect::to(to).into_response();
-    if let Ok(v) = HeaderValue::from_str(&portal.settings.cookie.clear()) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
+    crate::web::append_cookie(&mut res, &portal.settings.cookie.clear());
     res
 }
 

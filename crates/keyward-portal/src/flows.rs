@@ -6,12 +6,11 @@
 //! use), verifies the authenticator's answer with webauthn-rs and, on success, sets
 //! the session cookie and says where to go.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_config::IdentityMode;
 use keyward_store::{Conflict, Device, Invite, NewDevice, User};
@@ -114,13 +113,9 @@ pub struct SignInBegin {
 /// `POST /.keyward/login/begin`
 pub async fn sign_in_begin(
     State(portal): State<Arc<Portal>>,
-    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<SignInBegin>,
 ) -> Response {
-    if !portal.allow_ip(web::client_ip(&portal, &peer, &headers)) {
-        return web::too_many(portal.per_ip.retry_after());
-    }
     let rd = portal.settings.return_hosts.check(body.rd.as_deref());
     let named = match identified(&portal, &headers) {
         Some((user_id, _)) => Some(portal.store.user(&user_id).await),
@@ -194,14 +189,10 @@ pub async fn sign_in_begin(
 /// `POST /.keyward/login/finish`
 pub async fn sign_in_finish(
     State(portal): State<Arc<Portal>>,
-    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(credential): Json<PublicKeyCredential>,
 ) -> Response {
-    if !portal.allow_ip(web::client_ip(&portal, &peer, &headers)) {
-        return web::too_many(portal.per_ip.retry_after());
-    }
-    let pending = web::cookie(&headers, CEREMONY_COOKIE).and_then(|id| portal.ceremonies.take(id));
+    let pending = portal.take_ceremony(&headers);
     let Some(Pending::SignIn(sign_in)) = pending.as_deref() else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -254,7 +245,7 @@ pub async fn sign_in_finish(
             }
             portal.webauthn.finish_discoverable_authentication_v2(
                 &credential,
-                clone_discoverable(state),
+                state.clone(),
                 &passkey,
             )
         }
@@ -311,12 +302,6 @@ pub async fn sign_in_finish(
     finish_session(&portal, &headers, &user, &device, "login", rd)
 }
 
-fn clone_discoverable(
-    state: &webauthn_rs::prelude::DiscoverableAuthentication,
-) -> webauthn_rs::prelude::DiscoverableAuthentication {
-    state.clone()
-}
-
 /// Mints the session, sets the cookie, ends the ceremony, audits, answers `{redirect}`.
 fn finish_session(
     portal: &Portal,
@@ -344,38 +329,21 @@ fn finish_session(
         amr = claims.amr.as_str(),
     );
     let mut res = Json(serde_json::json!({ "redirect": rd })).into_response();
-    let h = res.headers_mut();
-    append_cookie(
-        h,
-        &portal
-            .settings
-            .cookie
-            .session(&token, portal.settings.lifetime),
-    );
-    append_cookie(
-        h,
-        &format!("{CEREMONY_COOKIE}=; Path=/.keyward/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
+    let session = portal
+        .settings
+        .cookie
+        .session(&token, portal.settings.lifetime);
+    web::append_cookie(&mut res, &session);
+    web::append_cookie(&mut res, &web::clear_flow_cookie(CEREMONY_COOKIE, "Strict"));
     if web::cookie(headers, IDP_COOKIE).is_some_and(|id| portal.ceremonies.take(id).is_some()) {
-        append_cookie(
-            h,
-            &format!("{IDP_COOKIE}=; Path=/.keyward/; Max-Age=0; HttpOnly; SameSite=Lax"),
-        );
+        web::append_cookie(&mut res, &web::clear_flow_cookie(IDP_COOKIE, "Lax"));
     }
     res
 }
 
-fn append_cookie(h: &mut HeaderMap, cookie: &str) {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        h.append(header::SET_COOKIE, v);
-    }
-}
-
 fn with_ceremony(portal: &Portal, id: &str, mut res: Response) -> Response {
-    append_cookie(
-        res.headers_mut(),
-        &web::ceremony_cookie(id, portal.settings.cookie.secure),
-    );
+    let cookie = web::flow_cookie(CEREMONY_COOKIE, id, "Strict", portal.settings.cookie.secure);
+    web::append_cookie(&mut res, &cookie);
     res
 }
 
@@ -607,13 +575,9 @@ pub struct EnrollBegin {
 /// `POST /.keyward/enroll/begin`
 pub async fn enroll_begin(
     State(portal): State<Arc<Portal>>,
-    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<EnrollBegin>,
 ) -> Response {
-    if !portal.allow_ip(web::client_ip(&portal, &peer, &headers)) {
-        return web::too_many(portal.per_ip.retry_after());
-    }
     let who = match enroller(&portal, &headers, body.invite.as_deref()).await {
         Ok(w) => w,
         Err(res) => return res,
@@ -715,14 +679,10 @@ pub async fn enroll_begin(
 /// `POST /.keyward/enroll/finish`
 pub async fn enroll_finish(
     State(portal): State<Arc<Portal>>,
-    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(credential): Json<RegisterPublicKeyCredential>,
 ) -> Response {
-    if !portal.allow_ip(web::client_ip(&portal, &peer, &headers)) {
-        return web::too_many(portal.per_ip.retry_after());
-    }
-    let pending = web::cookie(&headers, CEREMONY_COOKIE).and_then(|id| portal.ceremonies.take(id));
+    let pending = portal.take_ceremony(&headers);
     let Some(Pending::Enroll(enrollment)) = pending.as_deref() else {
         return json_error(
             StatusCode::BAD_REQUEST,

@@ -246,6 +246,11 @@ impl Portal {
         self.per_ip.allow(&ip.to_string())
     }
 
+    /// The pending ceremony the request's cookie names, taken (single use).
+    fn take_ceremony(&self, headers: &HeaderMap) -> Option<Arc<ceremony::Pending>> {
+        web::cookie(headers, web::CEREMONY_COOKIE).and_then(|id| self.ceremonies.take(id))
+    }
+
     fn allow_user(&self, user_id: &str) -> bool {
         self.per_user.allow(user_id)
     }
@@ -333,13 +338,19 @@ pub(crate) fn random_id() -> String {
 
 /// The portal routes.
 pub fn router(portal: Arc<Portal>) -> Router {
-    let pages = Router::new()
-        .route("/.keyward/login", get(flows::sign_in_page))
+    let ceremonies = Router::new()
         .route("/.keyward/login/begin", post(flows::sign_in_begin))
         .route("/.keyward/login/finish", post(flows::sign_in_finish))
-        .route("/.keyward/enroll", get(flows::enroll_page))
         .route("/.keyward/enroll/begin", post(flows::enroll_begin))
         .route("/.keyward/enroll/finish", post(flows::enroll_finish))
+        .route_layer(axum::middleware::from_fn_with_state(
+            portal.clone(),
+            web::limit_per_ip,
+        ));
+    let pages = Router::new()
+        .merge(ceremonies)
+        .route("/.keyward/login", get(flows::sign_in_page))
+        .route("/.keyward/enroll", get(flows::enroll_page))
         .route("/.keyward/devices", get(account::devices_page))
         .route("/.keyward/devices/rename", post(account::rename))
         .route("/.keyward/devices/revoke", post(account::revoke))
@@ -347,8 +358,24 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/.keyward/logout-all", post(account::sign_out_everywhere))
         .route("/.keyward/oidc/start", get(oidc_flow::start))
         .route("/.keyward/oidc/callback", get(oidc_flow::callback))
-        .route("/.keyward/static/keyward.js", get(script))
-        .route("/.keyward/static/keyward.css", get(style))
+        .route(
+            "/.keyward/static/keyward.js",
+            get(|| {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../assets/keyward.js"),
+                )
+            }),
+        )
+        .route(
+            "/.keyward/static/keyward.css",
+            get(|| {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("../assets/keyward.css"),
+                )
+            }),
+        )
         .route(JWKS_PATH, get(jwks))
         // Ceremony bodies are a few KiB; refuse anything larger before parsing.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -360,23 +387,14 @@ pub fn router(portal: Arc<Portal>) -> Router {
     pages.with_state(portal)
 }
 
-async fn script() -> impl IntoResponse {
+/// One of the portal's static files (embedded in the binary).
+async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        include_str!("../assets/keyward.js"),
-    )
-}
-
-async fn style() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        include_str!("../assets/keyward.css"),
+        body,
     )
 }
 

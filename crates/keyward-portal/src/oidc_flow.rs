@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_store::{NewUser, Source};
 use serde::Deserialize;
@@ -40,14 +40,8 @@ pub async fn start(State(portal): State<Arc<Portal>>, Query(q): Query<StartQuery
     }));
     let mut res = Redirect::to(url.as_str()).into_response();
     // Lax: the provider's redirect back is a cross-site top-level navigation.
-    set_cookie(
-        &mut res,
-        &format!(
-            "{OIDC_COOKIE}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            crate::ceremony::CEREMONY_TTL.as_secs(),
-            secure(&portal)
-        ),
-    );
+    let cookie = web::flow_cookie(OIDC_COOKIE, &id, "Lax", portal.settings.cookie.secure);
+    web::append_cookie(&mut res, &cookie);
     res
 }
 
@@ -177,31 +171,8 @@ pub async fn callback(
         "/.keyward/login"
     };
     let mut res = Redirect::to(&format!("{next}?rd={}", pages::url_encode(&p.rd))).into_response();
-    set_cookie(
-        &mut res,
-        &format!(
-            "{IDP_COOKIE}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            crate::ceremony::CEREMONY_TTL.as_secs(),
-            secure(&portal)
-        ),
-    );
-    set_cookie(
-        &mut res,
-        &format!("{OIDC_COOKIE}=; Path=/.keyward/; Max-Age=0; HttpOnly; SameSite=Lax"),
-    );
+    let cookie = web::flow_cookie(IDP_COOKIE, &id, "Lax", portal.settings.cookie.secure);
+    web::append_cookie(&mut res, &cookie);
+    web::append_cookie(&mut res, &web::clear_flow_cookie(OIDC_COOKIE, "Lax"));
     res
-}
-
-fn secure(portal: &Portal) -> &'static str {
-    if portal.settings.cookie.secure {
-        "; Secure"
-    } else {
-        ""
-    }
-}
-
-fn set_cookie(res: &mut Response, cookie: &str) {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
 }

@@ -48,6 +48,18 @@ fn layout(title: &str, body: &str) -> String {
     )
 }
 
+/// The notice a finished step leaves on the next page (empty without one).
+fn notice_html(notice: Option<&str>) -> String {
+    notice
+        .map(|n| {
+            format!(
+                r#"<p class="notice" id="notice" role="status">{}</p>"#,
+                esc(n)
+            )
+        })
+        .unwrap_or_default()
+}
+
 fn status_region() -> &'static str {
     r#"<p id="status" class="status" role="status" aria-live="polite"></p>"#
 }
@@ -59,14 +71,7 @@ pub fn sign_in(
     passkey: bool,
     idp: Option<(&str, &str)>,
 ) -> Html<String> {
-    let notice = notice
-        .map(|n| {
-            format!(
-                r#"<p class="notice" id="notice" role="status">{}</p>"#,
-                esc(n)
-            )
-        })
-        .unwrap_or_default();
+    let notice = notice_html(notice);
     let idp = idp
         .map(|(href, label)| {
             format!(
@@ -209,14 +214,7 @@ pub fn devices(
             used = when(d.last_used_at),
         ));
     }
-    let notice = notice
-        .map(|n| {
-            format!(
-                r#"<p class="notice" id="notice" role="status">{}</p>"#,
-                esc(n)
-            )
-        })
-        .unwrap_or_default();
+    let notice = notice_html(notice);
     let body = format!(
         r#"<h1>My devices</h1>
 {notice}

@@ -78,6 +78,20 @@ pub async fn check_origin(State(portal): State<Arc<Portal>>, req: Request, next:
     }
 }
 
+/// Rate limit of the ceremony endpoints per client address: past `portal.rate_per_ip`
+/// starts and finishes a minute, 429 before the body is read.
+pub async fn limit_per_ip(
+    State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !portal.allow_ip(client_ip(&portal, &peer, req.headers())) {
+        return too_many(portal.per_ip.retry_after());
+    }
+    next.run(req).await
+}
+
 /// The client's address: the peer, or the last `X-Forwarded-For` hop when the peer is
 /// a trusted proxy (HAProxy appends the address it saw).
 pub fn client_ip(portal: &Portal, peer: &ConnectInfo<SocketAddr>, headers: &HeaderMap) -> IpAddr {
@@ -147,12 +161,28 @@ impl CookiePolicy {
 /// The cookie binding a browser to its pending ceremony.
 pub const CEREMONY_COOKIE: &str = "keyward_ceremony";
 
-pub fn ceremony_cookie(id: &str, secure: bool) -> String {
+/// `Set-Cookie` for one of the portal's ceremony cookies (the ceremony, the IdP round
+/// trip, the IdP-vouched identity): `/.keyward/` only, HttpOnly, as long as a
+/// ceremony may take. `same_site` is `Strict`, or `Lax` for what must survive the
+/// IdP's cross-site redirect back.
+pub fn flow_cookie(name: &str, id: &str, same_site: &str, secure: bool) -> String {
     format!(
-        "{CEREMONY_COOKIE}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        "{name}={id}; Path=/.keyward/; Max-Age={}; HttpOnly; SameSite={same_site}{}",
         crate::ceremony::CEREMONY_TTL.as_secs(),
         if secure { "; Secure" } else { "" }
     )
+}
+
+/// `Set-Cookie` that removes a [`flow_cookie`].
+pub fn clear_flow_cookie(name: &str, same_site: &str) -> String {
+    format!("{name}=; Path=/.keyward/; Max-Age=0; HttpOnly; SameSite={same_site}")
+}
+
+/// Adds a `Set-Cookie` header to `res`.
+pub fn append_cookie(res: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 /// A 429 with `Retry-After`.
