@@ -14,6 +14,16 @@ fn keyward() -> Command {
     Command::new(keyward_bin())
 }
 
+/// `keyward check-config --config <path>`.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    keyward()
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 fn config(spoa: u16, ops: u16, extra: &str) -> String {
     format!(
         "version = 1\n[spoa]\nlisten = [\"127.0.0.1:{spoa}\"]\n{extra}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n"
@@ -25,23 +35,13 @@ fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyward.toml");
     std::fs::write(&path, config(1, 2, "handler_timout = \"1s\"")).unwrap();
-    let out = keyward()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("handler_timout"), "{err}");
 
     std::fs::write(&path, config(1, 2, "")).unwrap();
-    let out = keyward()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(
         out.status.success(),
         "{}",
@@ -274,12 +274,7 @@ async fn users_and_devices_commands() {
 #[test]
 fn shipped_config_passes_check_config() {
     let path = keyward_tests::repo_root().join("deploy/etc/keyward.toml");
-    let out = keyward()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(
         out.status.success(),
         "{}",

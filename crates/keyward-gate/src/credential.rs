@@ -64,13 +64,14 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 /// `name`, the others kept in order. `None` when `header` has no such cookie (leave
 /// the header alone); `Some("")` when nothing else is left (remove the header).
 pub fn without_cookie(header: &str, name: &str) -> Option<String> {
-    let is_ours = |pair: &str| pair.split_once('=').is_some_and(|(n, _)| n.trim() == name);
-    if !header.split(';').any(is_ours) {
-        return None;
-    }
+    let mut found = false;
     let mut rest = String::with_capacity(header.len());
     for pair in header.split(';').map(str::trim) {
-        if pair.is_empty() || is_ours(pair) {
+        if pair.split_once('=').is_some_and(|(n, _)| n.trim() == name) {
+            found = true;
+            continue;
+        }
+        if pair.is_empty() {
             continue;
         }
         if !rest.is_empty() {
@@ -78,7 +79,7 @@ pub fn without_cookie(header: &str, name: &str) -> Option<String> {
         }
         rest.push_str(pair);
     }
-    Some(rest)
+    found.then_some(rest)
 }
 
 #[cfg(test)]
