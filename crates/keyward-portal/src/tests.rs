@@ -102,6 +102,13 @@ impl Answer {
         assert_eq!(self.status, status, "{}", self.text());
         self
     }
+
+    /// Refused with `status` and a message for the person that contains `says`.
+    #[track_caller]
+    fn refused(&self, status: StatusCode, says: &str) {
+        self.expect(status);
+        assert!(self.error().contains(says), "{}", self.error());
+    }
 }
 
 fn origin() -> Url {
@@ -454,8 +461,7 @@ async fn an_invite_enrolls_one_passkey_and_starts_a_session() {
             &[],
         )
         .await;
-    again.expect(StatusCode::GONE);
-    assert!(again.error().contains("already used"), "{}", again.error());
+    again.refused(StatusCode::GONE, "already used");
     assert!(again.cookie(CEREMONY_COOKIE).is_none());
 
     // The session opens the devices page, which lists the device.
@@ -570,8 +576,7 @@ async fn enrollment_refuses_bad_requests_before_any_ceremony() {
             &[],
         )
         .await;
-    a.expect(StatusCode::GONE);
-    assert!(a.error().contains("expired"), "{}", a.error());
+    a.refused(StatusCode::GONE, "expired");
     // Nothing above used the good link up.
     assert!(matches!(
         h.store
@@ -629,8 +634,7 @@ async fn usernameless_sign_in_records_use_and_advances_the_counter() {
     let (rcr, ceremony) = h.login_begin(None).await;
     let answer = sign_discoverable(&mut key, rcr, &credential.raw_id, &bob.handle);
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("does not belong"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "does not belong");
     assert!(a.cookie(SESSION_COOKIE).is_none());
     assert_eq!(h.stored_counter(&dev).await, 2);
 }
@@ -705,12 +709,7 @@ async fn a_cloned_authenticator_is_caught_by_its_counter() {
     assert_eq!(h.stored_counter(&dev).await, 1);
     // The copy signs with the counter the original already used.
     let a = h.login(&mut clone, "alice").await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(
-        a.error().contains("counter went backwards"),
-        "{}",
-        a.error()
-    );
+    a.refused(StatusCode::FORBIDDEN, "counter went backwards");
     assert!(a.cookie(SESSION_COOKIE).is_none());
     assert_eq!(
         h.stored_counter(&dev).await,
@@ -740,12 +739,7 @@ async fn a_counter_below_the_stored_one_is_refused() {
     );
 
     let a = h.login(&mut key, "alice").await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(
-        a.error().contains("counter went backwards"),
-        "{}",
-        a.error()
-    );
+    a.refused(StatusCode::FORBIDDEN, "counter went backwards");
     assert_eq!(h.stored_counter(&dev).await, 1000);
 }
 
@@ -774,8 +768,7 @@ async fn user_verification_is_required() {
         .do_registration(origin(), lax)
         .unwrap();
     let a = h.enroll_finish(&ceremony, &credential).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("did not verify you"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "did not verify you");
     assert!(h.store.devices(Some(&alice.id)).await.unwrap().is_empty());
     assert!(matches!(
         h.store
@@ -795,8 +788,7 @@ async fn user_verification_is_required() {
     rcr.public_key.user_verification = UserVerificationPolicy::Preferred;
     let answer = key.do_authentication(origin(), rcr).unwrap();
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("did not verify you"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "did not verify you");
     assert!(a.cookie(SESSION_COOKIE).is_none());
 }
 
@@ -812,8 +804,7 @@ async fn answers_made_for_another_origin_are_refused() {
     let other = Url::parse("https://localhost:8443").unwrap();
     let credential = key.do_registration(other.clone(), ccr).unwrap();
     let a = h.enroll_finish(&ceremony, &credential).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("different site"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "different site");
     assert!(h.store.devices(Some(&alice.id)).await.unwrap().is_empty());
 
     h.enroll(&mut key, &invite, "passkey")
@@ -823,8 +814,7 @@ async fn answers_made_for_another_origin_are_refused() {
     let (rcr, ceremony) = h.login_begin(Some("alice")).await;
     let answer = key.do_authentication(other, rcr).unwrap();
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("different site"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "different site");
 
     // A phishing page at evil.localhost (a browser would refuse it; the backend
     // signs whatever it is given).
@@ -833,8 +823,7 @@ async fn answers_made_for_another_origin_are_refused() {
     let answer =
         AuthenticatorBackend::perform_auth(&mut key, evil, rcr.public_key, 60_000).unwrap();
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("different site"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "different site");
 
     // The right origin but an assertion scoped to another RP id.
     let (mut rcr, ceremony) = h.login_begin(Some("alice")).await;
@@ -842,8 +831,7 @@ async fn answers_made_for_another_origin_are_refused() {
     let answer =
         AuthenticatorBackend::perform_auth(&mut key, origin(), rcr.public_key, 60_000).unwrap();
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("different site"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "different site");
 
     // The key still works from the real origin.
     h.login(&mut key, "alice").await.expect(StatusCode::OK);
@@ -905,12 +893,7 @@ async fn ceremonies_are_single_use_and_bound_to_their_challenge() {
         .await
         .expect(StatusCode::OK);
     let a = h.enroll_finish(&ceremony, &credential).await;
-    a.expect(StatusCode::BAD_REQUEST);
-    assert!(
-        a.error().contains("expired or was already used"),
-        "{}",
-        a.error()
-    );
+    a.refused(StatusCode::BAD_REQUEST, "expired or was already used");
     assert_eq!(h.store.devices(Some(&alice.id)).await.unwrap().len(), 1);
 
     // No cookie, or a made-up one, is no ceremony either.
@@ -930,12 +913,7 @@ async fn ceremonies_are_single_use_and_bound_to_their_challenge() {
         .await
         .expect(StatusCode::OK);
     let a = h.login_finish(&ceremony, &captured).await;
-    a.expect(StatusCode::BAD_REQUEST);
-    assert!(
-        a.error().contains("expired or was already used"),
-        "{}",
-        a.error()
-    );
+    a.refused(StatusCode::BAD_REQUEST, "expired or was already used");
 
     // The captured answer replayed into a fresh ceremony (named and usernameless).
     for name in [Some("alice"), None] {
@@ -993,16 +971,14 @@ async fn attested_security_keys_enroll_when_their_ca_is_trusted() {
             "security-key",
         )
         .await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("not allowed here"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "not allowed here");
 
     // Nor can a key from a maker whose CA is not configured.
     let (mut stranger, _) = soft_token();
     let (a, _) = h
         .enroll(&mut stranger, &h.invite(&alice).await, "security-key")
         .await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("not allowed here"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "not allowed here");
     assert_eq!(h.store.devices(Some(&alice.id)).await.unwrap().len(), 1);
 
     // The same key enrolled as a plain passkey is a passkey, not attested.
@@ -1021,8 +997,7 @@ async fn security_keys_outside_the_aaguid_list_are_refused() {
     let alice = h.user("alice").await;
     let invite = h.invite(&alice).await;
     let (a, _) = h.enroll(&mut token, &invite, "security-key").await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("not allowed here"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "not allowed here");
     assert!(a.cookie(SESSION_COOKIE).is_none());
     assert!(h.store.devices(Some(&alice.id)).await.unwrap().is_empty());
     assert!(matches!(
@@ -1112,8 +1087,7 @@ async fn a_revoked_device_loses_its_sessions_and_cannot_sign_in() {
     );
     let answer = sign_discoverable(&mut key, rcr, &credential.raw_id, &alice.handle);
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("not registered"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "not registered");
     assert!(a.cookie(SESSION_COOKIE).is_none());
 
     // Revoking again, or someone else's device, finds nothing.
@@ -1146,8 +1120,7 @@ async fn a_disabled_account_neither_signs_in_nor_enrolls() {
     assert!(rcr.public_key.allow_credentials.is_empty());
     let answer = sign_discoverable(&mut key, rcr, &credential.raw_id, &alice.handle);
     let a = h.login_finish(&ceremony, &answer).await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("disabled"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "disabled");
     assert!(a.cookie(SESSION_COOKIE).is_none());
     let a = h
         .post_json(
@@ -1156,8 +1129,7 @@ async fn a_disabled_account_neither_signs_in_nor_enrolls() {
             &[],
         )
         .await;
-    a.expect(StatusCode::FORBIDDEN);
-    assert!(a.error().contains("disabled"), "{}", a.error());
+    a.refused(StatusCode::FORBIDDEN, "disabled");
 }
 
 #[tokio::test]
@@ -1297,8 +1269,7 @@ async fn adding_a_device_needs_a_recent_sign_in() {
     let a = h
         .post_json("/.keyward/enroll/begin", &body, &[(SESSION_COOKIE, &stale)])
         .await;
-    a.expect(StatusCode::UNAUTHORIZED);
-    assert!(a.error().contains("sign in again"), "{}", a.error());
+    a.refused(StatusCode::UNAUTHORIZED, "sign in again");
     // The page sends the person to sign in first, and back.
     let page = h.get("/.keyward/enroll", &[(SESSION_COOKIE, &stale)]).await;
     assert!(
