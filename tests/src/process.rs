@@ -79,3 +79,14 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// CPU time `pid` used so far (user + system, all threads), in clock ticks of
+/// `/proc/<pid>/stat` (USER_HZ: 100 per second on Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let mut after = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = after.next()?.parse().ok()?;
+    let stime: u64 = after.next()?.parse().ok()?;
+    Some(utime + stime)
+}

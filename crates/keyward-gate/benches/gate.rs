@@ -63,11 +63,9 @@ fn token(g: &Gate, i: usize, now: i64) -> String {
     seal(&claims, &g.keys().ring).expect("seal")
 }
 
-fn request(token: &str) -> AccessRequest {
+fn request(token: &str) -> AccessRequest<'static> {
     AccessRequest {
-        cookie: Some(format!(
-            "_ga=GA1.2.3; theme=dark; keyward_session={token}; lang=en"
-        )),
+        cookie: Some(format!("_ga=GA1.2.3; theme=dark; keyward_session={token}; lang=en").into()),
         host: "app.test".into(),
         host_header: "app.test".into(),
         path: "/dashboard/7".into(),

@@ -1,13 +1,16 @@
-//! The in-memory caches of the request path.
+//! The in-memory cache of the request path.
 //!
-//! - Sessions: validated tokens, keyed by a BLAKE3 digest of the token (32 bytes, so a
-//!   4 KiB token costs no more memory than a short one), each entry expiring with its
-//!   token, capacity bounded. Only successful validations are cached: a flood of forged
-//!   tokens costs CPU, never memory.
-//! - Assertions: signed JWTs per (session, audience), dropped a margin before expiry so
-//!   they are re-signed in time.
+//! Validated sessions, keyed by the token itself: a hit is one hash of the token with a
+//! fast keyed hasher and one comparison of the whole token, so a different token can
+//! never hit another's entry. Each entry expires with its token and the capacity is
+//! bounded. Only successful validations are cached: a flood of forged tokens costs CPU,
+//! never memory (and, never inserted, cannot crowd the table's buckets either).
+//!
+//! Each session carries the upstream assertions signed for it, one per audience (host),
+//! at most [`MAX_AUDIENCES`]; each is re-signed a margin before it expires. They leave
+//! the cache with their session.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use keyward_session::Claims;
@@ -15,25 +18,77 @@ pub(crate) use keyward_session::sys::unix_now;
 use moka::Expiry;
 use moka::sync::Cache;
 
+/// Assertions kept per session; a session reaching more hosts replaces the one that
+/// expires first.
+pub const MAX_AUDIENCES: usize = 4;
+
+/// The cache's hasher: fast, seeded at random per process (equality decides a hit).
+pub type TokenHasher = foldhash::fast::RandomState;
+
+/// The session cache: token -> validated session.
+pub type Sessions = Cache<Box<str>, Arc<Session>, TokenHasher>;
+
 /// A validated session, with what the ACK needs precomputed.
 #[derive(Debug)]
 pub struct Session {
     pub claims: Claims,
     /// `roles` joined with commas.
     pub roles: String,
+    assertions: Mutex<Vec<(Box<str>, Assertion)>>,
+}
+
+/// A signed assertion and when to sign it again.
+#[derive(Debug, Clone)]
+pub struct Assertion {
+    pub jwt: Arc<str>,
+    /// Not used after this instant (unix seconds), a margin before it expires.
+    pub refresh_at: i64,
 }
 
 impl Session {
     pub fn new(claims: Claims) -> Self {
         let roles = claims.roles.join(",");
-        Self { claims, roles }
+        Self {
+            claims,
+            roles,
+            assertions: Mutex::new(Vec::new()),
+        }
     }
-}
 
-pub type Digest = [u8; 32];
+    /// The assertion for `audience`, while it is still fresh at `now`.
+    pub fn assertion(&self, audience: &str, now: i64) -> Option<Arc<str>> {
+        let kept = self
+            .assertions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        kept.iter()
+            .find(|(aud, a)| &**aud == audience && now < a.refresh_at)
+            .map(|(_, a)| a.jwt.clone())
+    }
 
-pub fn digest(token: &str) -> Digest {
-    *blake3::hash(token.as_bytes()).as_bytes()
+    /// Keeps `assertion` for `audience`, replacing an older one for it, or the one that
+    /// goes stale first when [`MAX_AUDIENCES`] are kept.
+    pub fn keep_assertion(&self, audience: &str, assertion: Assertion) {
+        let mut kept = self
+            .assertions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = kept.iter_mut().find(|(aud, _)| &**aud == audience) {
+            slot.1 = assertion;
+        } else if kept.len() < MAX_AUDIENCES {
+            kept.push((audience.into(), assertion));
+        } else if let Some(slot) = kept.iter_mut().min_by_key(|(_, a)| a.refresh_at) {
+            *slot = (audience.into(), assertion);
+        }
+    }
+
+    /// How many assertions are kept (tests, memory probes).
+    pub fn assertions_kept(&self) -> usize {
+        self.assertions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 fn until(unix: i64) -> Duration {
@@ -44,48 +99,78 @@ struct SessionExpiry {
     leeway: i64,
 }
 
-impl Expiry<Digest, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(&self, _: &Digest, s: &Arc<Session>, _: Instant) -> Option<Duration> {
+impl Expiry<Box<str>, Arc<Session>> for SessionExpiry {
+    fn expire_after_create(&self, _: &Box<str>, s: &Arc<Session>, _: Instant) -> Option<Duration> {
         Some(until(s.claims.exp + self.leeway))
     }
 }
 
-/// A signed assertion and when it expires.
-#[derive(Debug, Clone)]
-pub struct Assertion {
-    pub jwt: Arc<str>,
-    pub exp: i64,
-    /// Dropped from the cache at this instant, a margin before `exp`.
-    pub refresh_at: i64,
-}
-
-struct AssertionExpiry;
-
-impl Expiry<Digest, Assertion> for AssertionExpiry {
-    fn expire_after_create(&self, _: &Digest, a: &Assertion, _: Instant) -> Option<Duration> {
-        Some(until(a.refresh_at))
-    }
-}
-
-pub fn session_cache(capacity: u64, leeway: i64) -> Cache<Digest, Arc<Session>> {
+pub fn session_cache(capacity: u64, leeway: i64) -> Sessions {
     Cache::builder()
         .max_capacity(capacity)
         .expire_after(SessionExpiry { leeway })
-        .build()
+        .build_with_hasher(TokenHasher::default())
 }
 
-pub fn assertion_cache(capacity: u64) -> Cache<Digest, Assertion> {
-    Cache::builder()
-        .max_capacity(capacity)
-        .expire_after(AssertionExpiry)
-        .build()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_session::AuthMethod;
 
-/// Key of an assertion: the session and the audience.
-pub fn assertion_key(sid: &str, audience: &str) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(sid.as_bytes());
-    h.update(&[0]);
-    h.update(audience.as_bytes());
-    *h.finalize().as_bytes()
+    fn session() -> Session {
+        Session::new(Claims {
+            sid: "s".into(),
+            sub: "u".into(),
+            email: None,
+            roles: vec!["a".into(), "b".into()],
+            dev: None,
+            aaguid: None,
+            amr: AuthMethod::Passkey,
+            auth_time: 0,
+            iat: 0,
+            exp: unix_now() + 3600,
+        })
+    }
+
+    fn asrt(jwt: &str, refresh_at: i64) -> Assertion {
+        Assertion {
+            jwt: jwt.into(),
+            refresh_at,
+        }
+    }
+
+    #[test]
+    fn assertions_are_per_audience_fresh_and_bounded() {
+        let s = session();
+        assert_eq!(s.roles, "a,b");
+        s.keep_assertion("one", asrt("j1", 50));
+        assert_eq!(s.assertion("one", 49).as_deref(), Some("j1"));
+        assert_eq!(s.assertion("one", 50), None, "stale at refresh_at");
+        assert_eq!(s.assertion("two", 10), None);
+        // Re-signed: replaced in place.
+        s.keep_assertion("one", asrt("j1b", 90));
+        assert_eq!(s.assertion("one", 60).as_deref(), Some("j1b"));
+        assert_eq!(s.assertions_kept(), 1);
+        for (i, aud) in ["two", "three", "four"].into_iter().enumerate() {
+            s.keep_assertion(aud, asrt(aud, 70 + i as i64));
+        }
+        assert_eq!(s.assertions_kept(), MAX_AUDIENCES);
+        // A fifth host replaces the one that goes stale first ("two", at 70).
+        s.keep_assertion("five", asrt("j5", 95));
+        assert_eq!(s.assertions_kept(), MAX_AUDIENCES);
+        assert_eq!(s.assertion("two", 0), None);
+        assert_eq!(s.assertion("five", 0).as_deref(), Some("j5"));
+        assert_eq!(s.assertion("one", 0).as_deref(), Some("j1b"));
+    }
+
+    #[test]
+    fn only_the_same_token_hits() {
+        let cache = session_cache(10, 0);
+        let s = Arc::new(session());
+        cache.insert("v4.local.token-a".into(), s.clone());
+        assert!(cache.get("v4.local.token-a").is_some());
+        assert!(cache.get("v4.local.token-b").is_none());
+        assert!(cache.get("v4.local.token-").is_none());
+        assert!(cache.get("v4.local.token-aa").is_none());
+    }
 }

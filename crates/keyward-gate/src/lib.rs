@@ -28,7 +28,7 @@ pub use keyward_policy::{Decision, Reason};
 pub use metrics::GateMetrics;
 pub use request::{AccessRequest, MESSAGE};
 
-use cache::{Assertion, Digest, Session};
+use cache::{Assertion, Session, Sessions};
 
 /// Settings of the request path (from `[session]`, `[assertion]`, `[portal]`).
 #[derive(Debug, Clone)]
@@ -88,8 +88,7 @@ pub struct Gate {
     policy: ArcSwap<Policy>,
     keys: ArcSwap<Keys>,
     revocations: ArcSwap<Revocations>,
-    sessions: moka::sync::Cache<Digest, Arc<Session>>,
-    assertions: moka::sync::Cache<Digest, Assertion>,
+    sessions: Sessions,
     metrics: GateMetrics,
 }
 
@@ -101,7 +100,6 @@ impl Gate {
             .set(keys.ring.generation() as i64);
         Self {
             sessions: cache::session_cache(cfg.cache_capacity, cfg.leeway),
-            assertions: cache::assertion_cache(cfg.cache_capacity),
             cfg,
             policy: ArcSwap::from_pointee(policy),
             keys: ArcSwap::from_pointee(keys),
@@ -116,8 +114,8 @@ impl Gate {
         self.policy.store(Arc::new(policy));
     }
 
-    /// Replaces the key ring. Cached sessions and assertions are dropped when it
-    /// changed, so a retired key stops working on the next request.
+    /// Replaces the key ring. Cached sessions (and their assertions) are dropped when
+    /// it changed, so a retired key stops working on the next request.
     pub fn set_keys(&self, keys: Keys) {
         let changed = keys.ring.generation() != self.keys.load().ring.generation();
         self.metrics
@@ -126,7 +124,6 @@ impl Gate {
         self.keys.store(Arc::new(keys));
         if changed {
             self.sessions.invalidate_all();
-            self.assertions.invalidate_all();
         }
     }
 
@@ -204,8 +201,7 @@ impl Gate {
 
     /// A validated session for `token`: from the cache, or opened and cached.
     fn session(&self, token: &str, now: i64) -> Result<Arc<Session>, TokenError> {
-        let key = cache::digest(token);
-        if let Some(s) = self.sessions.get(&key) {
+        if let Some(s) = self.sessions.get(token) {
             self.metrics.cache_hits.inc();
             if now > s.claims.exp + self.cfg.leeway {
                 return Err(TokenError::Expired);
@@ -219,7 +215,7 @@ impl Gate {
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
         let session = Arc::new(Session::new(opened?));
-        self.sessions.insert(key, session.clone());
+        self.sessions.insert(token.into(), session.clone());
         Ok(session)
     }
 
@@ -227,11 +223,8 @@ impl Gate {
     /// before it expires.
     fn assertion(&self, session: &Session, audience: &str, now: i64) -> Option<Arc<str>> {
         let cfg = self.cfg.assertion.as_ref()?;
-        let key = cache::assertion_key(&session.claims.sid, audience);
-        if let Some(a) = self.assertions.get(&key)
-            && now < a.refresh_at
-        {
-            return Some(a.jwt);
+        if let Some(jwt) = session.assertion(audience, now) {
+            return Some(jwt);
         }
         let keys = self.keys.load();
         let signer = keys.signer.as_ref()?;
@@ -239,11 +232,10 @@ impl Gate {
             Ok((jwt, exp)) => {
                 let margin = (cfg.ttl_secs / 5).clamp(1, 60);
                 let jwt: Arc<str> = jwt.into();
-                self.assertions.insert(
-                    key,
+                session.keep_assertion(
+                    audience,
                     Assertion {
                         jwt: jwt.clone(),
-                        exp,
                         refresh_at: exp - margin,
                     },
                 );
@@ -312,7 +304,7 @@ impl Gate {
                 route = rule.and_then(|i| self.policy.load().rule_name(i).map(str::to_owned)).as_deref().unwrap_or("-"),
                 session = claims.map_or("-", |c| c.sid.as_str()),
                 device = claims.and_then(|c| c.dev.as_deref()).unwrap_or("-"),
-                method = req.method.as_str(),
+                method = &*req.method,
             );
         }
         a

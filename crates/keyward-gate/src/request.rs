@@ -1,5 +1,6 @@
 //! The request as HAProxy describes it in the `keyward-request` SPOE message.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use keyward_spoa::{ArgError, Request};
@@ -9,28 +10,31 @@ pub const MESSAGE: &str = "keyward-request";
 
 /// What HAProxy tells us about one HTTP request. Attacker-controlled except `src`
 /// (and `client_cert`, which HAProxy verified).
+///
+/// Read from the SPOE message, the text borrows the NOTIFY's bytes (no copy on the
+/// request path); tests and tools may own it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AccessRequest {
+pub struct AccessRequest<'a> {
     /// The whole `Cookie` header(s), if any.
-    pub cookie: Option<String>,
+    pub cookie: Option<Cow<'a, str>>,
     /// The `Authorization` header, if any.
-    pub authorization: Option<String>,
+    pub authorization: Option<Cow<'a, str>>,
     /// `Host`, lower-cased, without port: what policy matches and assertions name.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// `Host` as sent (with port), for the return URL after sign-in.
-    pub host_header: String,
+    pub host_header: Cow<'a, str>,
     /// The path, without query.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The query string, without `?`.
-    pub query: Option<String>,
+    pub query: Option<Cow<'a, str>>,
     /// Whether the client connection is TLS (`ssl_fc`).
     pub tls: bool,
-    pub method: String,
+    pub method: Cow<'a, str>,
     pub src: Option<IpAddr>,
-    pub origin: Option<String>,
-    pub sec_fetch_site: Option<String>,
+    pub origin: Option<Cow<'a, str>>,
+    pub sec_fetch_site: Option<Cow<'a, str>>,
     /// Hex SHA-1 of the verified client certificate, when TLS client auth is on.
-    pub client_cert: Option<String>,
+    pub client_cert: Option<Cow<'a, str>>,
 }
 
 /// The SPOE message is not what the shipped config sends.
@@ -42,7 +46,7 @@ pub enum RequestError {
     Arg(#[from] ArgError),
 }
 
-impl AccessRequest {
+impl<'a> AccessRequest<'a> {
     /// The URL the client asked for, to come back to after signing in.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
@@ -52,19 +56,19 @@ impl AccessRequest {
         }
     }
 
-    pub fn from_spoe(req: &Request) -> Result<Self, RequestError> {
+    pub fn from_spoe(req: &'a Request) -> Result<Self, RequestError> {
         let m = req.message(MESSAGE).ok_or(RequestError::NoMessage)?;
-        let text = |name| m.str(name).map(|v| v.map(str::to_owned));
+        let text = |name| m.str(name).map(|v| v.map(Cow::Borrowed));
         let host = m.str("host")?.unwrap_or_default();
         Ok(Self {
             cookie: text("cookie")?,
             authorization: text("authorization")?,
             host: normalize_host(host),
-            host_header: host.to_owned(),
-            path: m.str("path")?.unwrap_or("/").to_owned(),
+            host_header: Cow::Borrowed(host),
+            path: Cow::Borrowed(m.str("path")?.unwrap_or("/")),
             query: text("query")?.filter(|q| !q.is_empty()),
-            tls: matches!(m.get("tls"), Some(keyward_spoa::TypedData::Bool(true))),
-            method: m.str("method")?.unwrap_or("GET").to_owned(),
+            tls: matches!(m.get("tls"), Some(keyward_spoa::Value::Bool(true))),
+            method: Cow::Borrowed(m.str("method")?.unwrap_or("GET")),
             src: m.ip("src")?,
             origin: text("origin")?,
             sec_fetch_site: text("sec_fetch_site")?,
@@ -76,12 +80,16 @@ impl AccessRequest {
 /// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`; `example.com.` ->
 /// `example.com`. Idempotent, whatever the input (the steps repeat until nothing
 /// changes, so `a:1:2` and `x:80.` end where their normal forms do).
-pub fn normalize_host(host: &str) -> String {
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let mut h = host;
     loop {
         let next = host_step(h);
         if next.len() == h.len() {
-            return next.to_ascii_lowercase();
+            return if next.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(next.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(next)
+            };
         }
         h = next;
     }

@@ -290,7 +290,7 @@ fn write_ack<H: Handler>(
     metrics.tx_ack.inc();
     let limit = machine.max_frame_size() as usize;
     let start = out.len();
-    proto::encode_ack(done.stream_id, done.frame_id, done.actions.into_vec(), out);
+    proto::encode_ack(done.stream_id, done.frame_id, &done.actions, out);
     if out.len() - start - 4 <= limit {
         return;
     }
@@ -303,13 +303,13 @@ fn write_ack<H: Handler>(
     proto::encode_ack(
         done.stream_id,
         done.frame_id,
-        handler.on_failure(Failure::TooBig).into_vec(),
+        &handler.on_failure(Failure::TooBig),
         out,
     );
     if out.len() - start - 4 > limit {
         // Even the failure answer does not fit: an empty ACK still releases the stream,
         // and with no variables set HAProxy does not forward.
         out.truncate(start);
-        proto::encode_ack(done.stream_id, done.frame_id, Vec::new(), out);
+        proto::encode_ack(done.stream_id, done.frame_id, &Actions::new(), out);
     }
 }

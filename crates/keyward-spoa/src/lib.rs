@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use conn::{End, serve_connection};
 pub use handler::{Failure, Handler, HandlerError};
-pub use message::{Actions, ArgError, Message, Request};
+pub use message::{Actions, ArgError, Message, Request, Value, VarValue};
 pub use metrics::Metrics;
 pub use server::{LimitsHandle, ListenAddr, Listener, Server};
 pub use spop::{StatusCode, TypedData, VarScope};

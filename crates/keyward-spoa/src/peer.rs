@@ -6,6 +6,8 @@ use spop::TypedData;
 use spop::types::typed_data;
 use spop::varint::{decode_varint, encode_varint_into};
 
+use crate::proto::put_string;
+
 pub const HAPROXY_HELLO: u8 = 1;
 pub const HAPROXY_DISCONNECT: u8 = 2;
 pub const NOTIFY: u8 = 3;
@@ -28,16 +30,11 @@ pub fn frame(kind: u8, flags: u32, stream_id: u64, frame_id: u64, payload: &[u8]
     out
 }
 
-fn put_str(s: &str, out: &mut Vec<u8>) {
-    encode_varint_into(s.len() as u64, out);
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// A KV-LIST payload.
 pub fn kv_list(pairs: &[(&str, TypedData)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in pairs {
-        put_str(name, &mut out);
+        put_string(name, &mut out);
         value.to_bytes(&mut out);
     }
     out
@@ -68,11 +65,22 @@ pub fn disconnect(status: u32, message: &str) -> Vec<u8> {
 
 /// A NOTIFY carrying one message.
 pub fn notify(stream_id: u64, frame_id: u64, message: &str, args: &[(&str, TypedData)]) -> Vec<u8> {
+    frame(
+        NOTIFY,
+        1,
+        stream_id,
+        frame_id,
+        &message_payload(message, args),
+    )
+}
+
+/// One message (name, argument count, arguments) as a NOTIFY payload carries it.
+pub fn message_payload(message: &str, args: &[(&str, TypedData)]) -> Vec<u8> {
     let mut payload = Vec::new();
-    put_str(message, &mut payload);
+    put_string(message, &mut payload);
     payload.push(u8::try_from(args.len()).unwrap_or(u8::MAX));
     payload.extend_from_slice(&kv_list(args));
-    frame(NOTIFY, 1, stream_id, frame_id, &payload)
+    payload
 }
 
 /// A frame an agent sent, decoded.
@@ -146,30 +154,34 @@ pub fn read(buf: &[u8]) -> Result<Option<(AgentFrame, bool, usize)>, Malformed> 
                 }
             }
         }
-        ACK => {
-            let mut actions = Vec::new();
-            while let Some((&action, r)) = rest.split_first() {
-                let (&_nb_args, r) = r.split_first().ok_or_else(|| bad("action args"))?;
-                let (&scope, r) = r.split_first().ok_or_else(|| bad("scope"))?;
-                let (r, name) = read_str(r).ok_or_else(|| bad("var name"))?;
-                if action == 1 {
-                    let (r, value) = typed_data(r).map_err(|_| bad("var value"))?;
-                    actions.push((scope, name, Some(value)));
-                    rest = r;
-                } else {
-                    actions.push((scope, name, None));
-                    rest = r;
-                }
-            }
-            AgentFrame::Ack {
-                stream_id,
-                frame_id,
-                actions,
-            }
-        }
+        ACK => AgentFrame::Ack {
+            stream_id,
+            frame_id,
+            actions: actions(rest)?,
+        },
         other => return Err(Malformed(format!("unknown frame type {other}"))),
     };
     Ok(Some((frame, fin, 4 + len)))
+}
+
+/// An ACK's LIST-OF-ACTIONS: (scope, name, value); `None` for unset-var.
+pub fn actions(mut rest: &[u8]) -> Result<Vec<(u8, String, Option<TypedData>)>, Malformed> {
+    let bad = |what: &str| Malformed(what.to_owned());
+    let mut actions = Vec::new();
+    while let Some((&action, r)) = rest.split_first() {
+        let (&_nb_args, r) = r.split_first().ok_or_else(|| bad("action args"))?;
+        let (&scope, r) = r.split_first().ok_or_else(|| bad("scope"))?;
+        let (r, name) = read_str(r).ok_or_else(|| bad("var name"))?;
+        if action == 1 {
+            let (r, value) = typed_data(r).map_err(|_| bad("var value"))?;
+            actions.push((scope, name, Some(value)));
+            rest = r;
+        } else {
+            actions.push((scope, name, None));
+            rest = r;
+        }
+    }
+    Ok(actions)
 }
 
 fn read_str(input: &[u8]) -> Option<(&[u8], String)> {

@@ -5,16 +5,22 @@
 //! and how many bytes it used. Every malformed input maps to the SPOP status code that
 //! HAProxy expects in the AGENT-DISCONNECT we send back (SPOE.txt, "Errors & timeouts").
 //!
-//! Typed values, varints and outgoing frames use the `spop` crate's codec. The frame
-//! envelope and the payload lists are walked here because the agent needs the precise
-//! status of each failure and owned message arguments it can move into a handler.
+//! Varints, scalar values, the handshake frames and the test peer use the `spop`
+//! crate's codec. The frame envelope and the payload lists are walked here because the
+//! agent needs the precise status of each failure; NOTIFY arguments are kept as
+//! positions in one shared copy of the payload ([`Message`]) and ACKs are written from
+//! the already-encoded [`Actions`], because the crate's owned frame types cost an
+//! allocation per argument and per variable on every request.
 
-use spop::frames::{Ack, AgentDisconnect, AgentHello, FrameCapabilities};
+use std::ops::Range;
+
+use bytes::Bytes;
+use spop::frames::{AgentDisconnect, AgentHello, FrameCapabilities};
 use spop::types::typed_data;
-use spop::varint::decode_varint;
-use spop::{Action, SpopFrame, StatusCode, TypedData};
+use spop::varint::{decode_varint, encode_varint_into};
+use spop::{SpopFrame, StatusCode, TypedData};
 
-use crate::message::Message;
+use crate::message::{Actions, Message, Slot};
 
 /// Smallest max-frame-size either side may announce (SPOE.txt 3.2.4).
 pub const MIN_FRAME_SIZE: u32 = 256;
@@ -23,6 +29,11 @@ pub const MIN_FRAME_SIZE: u32 = 256;
 const TYPE_HAPROXY_HELLO: u8 = 1;
 const TYPE_HAPROXY_DISCONNECT: u8 = 2;
 const TYPE_NOTIFY: u8 = 3;
+const TYPE_ACK: u8 = 103;
+
+/// TYPED-DATA type ids with a length-prefixed body.
+pub(crate) const TYPE_STRING: u8 = 8;
+pub(crate) const TYPE_BINARY: u8 = 9;
 
 const FLAG_FIN: u32 = 0x1;
 const FLAG_ABORT: u32 = 0x2;
@@ -141,7 +152,8 @@ fn decode_body(body: &[u8]) -> Result<Frame, ProtoError> {
         TYPE_NOTIFY => Ok(Frame::Notify(Notify {
             stream_id,
             frame_id,
-            messages: decode_messages(payload)?,
+            // One copy of the payload; the messages point into it.
+            messages: decode_messages(Bytes::copy_from_slice(payload))?,
         })),
         other => Err(ProtoError::invalid(format!(
             "unexpected frame type {other}"
@@ -229,11 +241,14 @@ fn decode_disconnect(payload: &[u8]) -> Result<Frame, ProtoError> {
     Ok(Frame::Disconnect { status, message })
 }
 
-fn decode_messages(mut input: &[u8]) -> Result<Vec<Message>, ProtoError> {
+/// The messages of a NOTIFY payload, as positions in `frame`.
+pub(crate) fn decode_messages(frame: Bytes) -> Result<Vec<Message>, ProtoError> {
+    let at = |rest: &[u8]| (frame.len() - rest.len()) as u32;
     // One message per request is the common case.
     let mut messages = Vec::with_capacity(1);
+    let mut input = &frame[..];
     while !input.is_empty() {
-        let (rest, name) = string(input, "message name")?;
+        let (rest, name) = name_at(input, at(input), "message name")?;
         let (&nb_args, mut rest) = rest
             .split_first()
             .ok_or_else(|| ProtoError::invalid("truncated message: no argument count"))?;
@@ -241,15 +256,86 @@ fn decode_messages(mut input: &[u8]) -> Result<Vec<Message>, ProtoError> {
         // reserve more than the frame could hold.
         let mut args = Vec::with_capacity(usize::from(nb_args).min(rest.len() / 2));
         for _ in 0..nb_args {
-            let (r, arg_name) = string(rest, "argument name")?;
-            let (r, val) = value(r, &arg_name)?;
+            let (r, arg_name) = name_at(rest, at(rest), "argument name")?;
+            let (r, val) = slot(r, at(r), &frame).map_err(|()| {
+                let name =
+                    String::from_utf8_lossy(&frame[arg_name.start as usize..arg_name.end as usize]);
+                ProtoError::invalid(format!("bad typed value for `{name}`"))
+            })?;
             args.push((arg_name, val));
             rest = r;
         }
-        messages.push(Message::new(name, args));
+        messages.push(Message::from_parts(frame.clone(), name, args));
         input = rest;
     }
     Ok(messages)
+}
+
+/// A length-prefixed UTF-8 name at offset `offset`: the rest and its position.
+fn name_at<'a>(
+    input: &'a [u8],
+    offset: u32,
+    what: &str,
+) -> Result<(&'a [u8], Range<u32>), ProtoError> {
+    let (rest, len) = varint(input, what)?;
+    let len = usize::try_from(len).map_err(|_| ProtoError::invalid(format!("{what} too long")))?;
+    let bytes = rest
+        .get(..len)
+        .ok_or_else(|| ProtoError::invalid(format!("truncated {what}")))?;
+    std::str::from_utf8(bytes).map_err(|_| ProtoError::invalid(format!("{what} is not UTF-8")))?;
+    let start = offset + (input.len() - rest.len()) as u32;
+    Ok((&rest[len..], start..start + len as u32))
+}
+
+/// A TYPED-DATA value at offset `offset`: text and bytes by position, scalars decoded.
+fn slot<'a>(input: &'a [u8], offset: u32, frame: &Bytes) -> Result<(&'a [u8], Slot), ()> {
+    let &first = input.first().ok_or(())?;
+    let type_id = first & 0x0F;
+    if type_id == TYPE_STRING || type_id == TYPE_BINARY {
+        let (rest, len) = decode_varint(&input[1..]).map_err(|_| ())?;
+        let len = usize::try_from(len).map_err(|_| ())?;
+        let bytes = rest.get(..len).ok_or(())?;
+        let start = offset + (input.len() - rest.len()) as u32;
+        let range = start..start + len as u32;
+        let slot = if type_id == TYPE_BINARY {
+            Slot::Binary(range)
+        } else {
+            // Checked once here; a view of the frame, no copy.
+            let view = frame.slice(range.start as usize..range.end as usize);
+            Slot::Str(
+                bytestring::ByteString::try_from(view)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
+            )
+        };
+        return Ok((&rest[len..], slot));
+    }
+    // Scalars: the crate's decoder allocates nothing for them.
+    let (rest, value) = typed_data(input).map_err(|_| ())?;
+    let slot = match value {
+        TypedData::Null => Slot::Null,
+        TypedData::Bool(b) => Slot::Bool(b),
+        TypedData::Int32(n) => Slot::Int32(n),
+        TypedData::UInt32(n) => Slot::UInt32(n),
+        TypedData::Int64(n) => Slot::Int64(n),
+        TypedData::UInt64(n) => Slot::UInt64(n),
+        TypedData::IPv4(a) => Slot::IPv4(a),
+        TypedData::IPv6(a) => Slot::IPv6(a),
+        TypedData::String(_) | TypedData::Binary(_) => return Err(()),
+    };
+    Ok((rest, slot))
+}
+
+/// Appends a length-prefixed STRING body (no type byte): names in messages and actions.
+pub(crate) fn put_string(s: &str, out: &mut Vec<u8>) {
+    encode_varint_into(s.len() as u64, out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends a STRING or BINARY typed value.
+pub(crate) fn put_typed_bytes(type_id: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(type_id);
+    encode_varint_into(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
 }
 
 /// Appends an AGENT-HELLO announcing version 2.0, `max_frame_size` and `pipelining` only.
@@ -271,14 +357,18 @@ pub fn encode_agent_disconnect(status: StatusCode, message: &str, out: &mut Vec<
     write(&frame, out);
 }
 
-/// Appends an ACK for (`stream_id`, `frame_id`) carrying `actions`.
-pub fn encode_ack(stream_id: u64, frame_id: u64, actions: Vec<Action>, out: &mut Vec<u8>) {
-    let ack = Ack {
-        stream_id,
-        frame_id,
-        actions,
-    };
-    write(&ack, out);
+/// Appends an ACK for (`stream_id`, `frame_id`) carrying `actions`: the frame header,
+/// then the actions as they were encoded.
+pub fn encode_ack(stream_id: u64, frame_id: u64, actions: &Actions, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(TYPE_ACK);
+    out.extend_from_slice(&FLAG_FIN.to_be_bytes());
+    encode_varint_into(stream_id, out);
+    encode_varint_into(frame_id, out);
+    out.extend_from_slice(actions.encoded());
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 fn write(frame: &dyn SpopFrame, out: &mut Vec<u8>) {

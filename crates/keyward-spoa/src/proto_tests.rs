@@ -139,7 +139,7 @@ fn agent_frames_carry_fin_and_pipelining_only() {
         }
     );
     out.clear();
-    encode_ack(u64::MAX, 1 << 40, vec![], &mut out);
+    encode_ack(u64::MAX, 1 << 40, &Actions::new(), &mut out);
     let (frame, fin, _) = peer::read(&out).unwrap().unwrap();
     assert!(fin);
     assert_eq!(
@@ -150,4 +150,117 @@ fn agent_frames_carry_fin_and_pipelining_only() {
             actions: vec![]
         }
     );
+}
+
+fn typed() -> impl Strategy<Value = TypedData> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    prop_oneof![
+        Just(TypedData::Null),
+        any::<bool>().prop_map(TypedData::Bool),
+        any::<i32>().prop_map(TypedData::Int32),
+        any::<u32>().prop_map(TypedData::UInt32),
+        any::<i64>().prop_map(TypedData::Int64),
+        any::<u64>().prop_map(TypedData::UInt64),
+        any::<u32>().prop_map(|a| TypedData::IPv4(Ipv4Addr::from(a))),
+        any::<u128>().prop_map(|a| TypedData::IPv6(Ipv6Addr::from(a))),
+        ".{0,300}".prop_map(TypedData::String),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(TypedData::Binary),
+    ]
+}
+
+/// A borrowed value seen as the crate's owned one.
+fn owned(v: crate::Value<'_>) -> TypedData {
+    use crate::Value as V;
+    match v {
+        V::Null => TypedData::Null,
+        V::Bool(b) => TypedData::Bool(b),
+        V::Int32(n) => TypedData::Int32(n),
+        V::UInt32(n) => TypedData::UInt32(n),
+        V::Int64(n) => TypedData::Int64(n),
+        V::UInt64(n) => TypedData::UInt64(n),
+        V::IPv4(a) => TypedData::IPv4(a),
+        V::IPv6(a) => TypedData::IPv6(a),
+        V::String(s) => TypedData::String(s.to_owned()),
+        V::Binary(b) => TypedData::Binary(b.to_vec()),
+    }
+}
+
+use proptest::prelude::*;
+
+proptest! {
+    /// Our ACK is byte for byte what the `spop` crate's encoder writes for the same
+    /// actions.
+    #[test]
+    fn ack_encoding_matches_the_spop_crate(
+        stream_id in any::<u64>(),
+        frame_id in any::<u64>(),
+        vars in proptest::collection::vec(("[a-z_]{0,20}", 0u8..5, proptest::option::of(typed())), 0..12),
+    ) {
+        let scope = |s: u8| match s {
+            0 => spop::VarScope::Process,
+            1 => spop::VarScope::Session,
+            2 => spop::VarScope::Transaction,
+            3 => spop::VarScope::Request,
+            _ => spop::VarScope::Response,
+        };
+        let mut ours = Actions::new();
+        let mut theirs = spop::frames::Ack::new(stream_id, frame_id);
+        for (name, s, value) in &vars {
+            match value {
+                Some(v) => {
+                    ours.set(scope(*s), name, v);
+                    theirs = theirs.set_var(scope(*s), name, v.clone());
+                }
+                None => {
+                    ours.unset(scope(*s), name);
+                    theirs = theirs.unset_var(scope(*s), name);
+                }
+            }
+        }
+        let mut a = Vec::new();
+        encode_ack(stream_id, frame_id, &ours, &mut a);
+        let mut b = Vec::new();
+        theirs.serialize_into(&mut b).unwrap();
+        prop_assert_eq!(&a, &b);
+        // And the actions read back as they were set.
+        let back = ours.decoded();
+        prop_assert_eq!(back.len(), vars.len());
+        for ((name, s, value), (bs, bname, bvalue)) in vars.iter().zip(back) {
+            prop_assert_eq!((*s, name.clone(), value.clone()), (bs, bname, bvalue));
+        }
+    }
+
+    /// NOTIFY arguments read in place give what the `spop` crate's decoder gives (text
+    /// that is not UTF-8 included: replaced the same way).
+    #[test]
+    fn notify_arguments_match_the_spop_crate(
+        args in proptest::collection::vec(("[a-z_]{0,12}", typed()), 0..12),
+        bad_text in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let mut args = args;
+        args.push(("bad".into(), TypedData::String(String::new())));
+        let owned_args: Vec<(&str, TypedData)> =
+            args.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let mut bytes = peer::notify(1, 2, "m", &owned_args);
+        // Replace the last (empty) string with arbitrary bytes, fixing the lengths.
+        // (type byte and a zero length).
+        bytes.truncate(bytes.len() - 2);
+        bytes.push(TYPE_STRING);
+        encode_varint_into(bad_text.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&bad_text);
+        let len = (bytes.len() - 4) as u32;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+
+        let (frame, used) = decode(&bytes, u32::MAX).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        let Frame::Notify(n) = frame else { panic!("not a NOTIFY") };
+        let m = &n.messages[0];
+        prop_assert_eq!(m.name(), "m");
+        let got: Vec<(String, TypedData)> =
+            m.args().map(|(n, v)| (n.to_owned(), owned(v))).collect();
+        let mut want: Vec<(String, TypedData)> = args;
+        want.pop();
+        want.push(("bad".into(), TypedData::String(String::from_utf8_lossy(&bad_text).into_owned())));
+        prop_assert_eq!(got, want);
+    }
 }

@@ -94,7 +94,7 @@ fn main() {
                 exp: now + 3600,
             };
             let token = seal(&claims, &gate.keys().ring).expect("seal");
-            req.cookie = Some(format!("keyward_session={token}"));
+            req.cookie = Some(format!("keyward_session={token}").into());
             let _ = gate.decide(&req, now);
         }
         let cached = gate.cached_sessions();

@@ -25,7 +25,7 @@ use keyward_session::keyring::file as ringfile;
 use keyward_session::{AuthMethod, Claims};
 use keyward_tests::haproxy::{Haproxy, Wiring};
 use keyward_tests::keyward::Keyward;
-use keyward_tests::process::Proc;
+use keyward_tests::process::{Proc, cpu_ticks};
 use keyward_tests::{free_port, loopback, sibling_bin, wait_listening};
 
 const LUA: &str = r#"
@@ -63,6 +63,9 @@ struct Target {
     mode: &'static str,
     /// Expected status of every response.
     status: u16,
+    /// The HAProxy and the agent serving this setup, for CPU time per request.
+    haproxy: u32,
+    agent: Option<u32>,
 }
 
 #[derive(Default, Clone)]
@@ -71,6 +74,9 @@ struct Sample {
     p50: f64,
     p99: f64,
     p999: f64,
+    /// CPU time per request, in microseconds, of HAProxy and of the agent.
+    haproxy_us: f64,
+    agent_us: f64,
 }
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -223,6 +229,7 @@ fn run_wrk(
         p50: field("p50="),
         p99: field("p99="),
         p999: field("p999="),
+        ..Sample::default()
     }
 }
 
@@ -276,8 +283,7 @@ fn run_h2load(t: &Target, seconds: u64, connections: u64, token: &str) -> Sample
     Sample {
         rps,
         p50: mean_ms,
-        p99: 0.0,
-        p999: 0.0,
+        ..Sample::default()
     }
 }
 
@@ -332,6 +338,20 @@ fn run_wrk_counting(
     )
 }
 
+/// CPU ticks used so far by the setup's HAProxy and agent (0 when there is none).
+fn setup_cpu_ticks(t: &Target) -> (u64, u64) {
+    let ticks = |pid| cpu_ticks(pid).unwrap_or(0);
+    (ticks(t.haproxy), t.agent.map_or(0, ticks))
+}
+
+fn agent_cpu(t: &Target, us: f64) -> String {
+    if t.agent.is_some() {
+        format!("{us:.1}")
+    } else {
+        "–".into()
+    }
+}
+
 /// Unexpected responses and socket errors seen by [`run_wrk`] so far.
 static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -379,11 +399,11 @@ async fn main() {
     std::fs::write(&lua, LUA).expect("write lua");
 
     // 1. plain
-    let (_plain, plain_port) = plain_haproxy(dir.path());
+    let (plain, plain_port) = plain_haproxy(dir.path());
     wait_listening(loopback(plain_port), "plain HAProxy").await;
     // 2. no-op agent on keyward's runtime
     let noop_port = free_port();
-    let _noop = Proc::spawn(
+    let noop = Proc::spawn(
         "test-agent",
         Command::new(sibling_bin("test-agent"))
             .arg(format!("127.0.0.1:{noop_port}"))
@@ -394,7 +414,7 @@ async fn main() {
     let noop_hp = agent_haproxy(format!("127.0.0.1:{noop_port}")).await;
     // 2b. no-op agent answering with identity variables of a real session's size
     let ident_port = free_port();
-    let _ident = Proc::spawn(
+    let ident = Proc::spawn(
         "test-agent",
         Command::new(sibling_bin("test-agent"))
             .arg(format!("127.0.0.1:{ident_port}"))
@@ -405,7 +425,7 @@ async fn main() {
     let ident_hp = agent_haproxy(format!("127.0.0.1:{ident_port}")).await;
     // 6. naive agent
     let naive_port = free_port();
-    let _naive = Proc::spawn(
+    let naive = Proc::spawn(
         "naive-agent",
         Command::new(sibling_bin("naive-agent")).arg(format!("127.0.0.1:{naive_port}")),
     );
@@ -420,6 +440,7 @@ async fn main() {
     );
     let mut kw = Keyward::start(policy, &extra).await;
     let kw_hp = agent_haproxy(kw.spoa.to_string()).await;
+    let kw_pid = kw.proc().pid();
     let token = kw.mint("bench-user", "dev,ops", "12h", Some("bench-device"));
     let tokens_path = dir.path().join("tokens.txt");
     {
@@ -455,48 +476,64 @@ async fn main() {
             port: plain_port,
             mode: "plain",
             status: 200,
+            haproxy: plain.pid(),
+            agent: None,
         },
         Target {
             name: "2 no-op agent (keyward runtime)",
             port: noop_hp.addr.port(),
             mode: "plain",
             status: 200,
+            haproxy: noop_hp.proc().pid(),
+            agent: Some(noop.pid()),
         },
         Target {
             name: "2b no-op agent + identity vars",
             port: ident_hp.addr.port(),
             mode: "plain",
             status: 200,
+            haproxy: ident_hp.proc().pid(),
+            agent: Some(ident.pid()),
         },
         Target {
             name: "2c no-op agent + identity vars, session cookie sent",
             port: ident_hp.addr.port(),
             mode: "hit",
             status: 200,
+            haproxy: ident_hp.proc().pid(),
+            agent: Some(ident.pid()),
         },
         Target {
             name: "3 keyward, cache hit",
             port: kw_hp.addr.port(),
             mode: "hit",
             status: 200,
+            haproxy: kw_hp.proc().pid(),
+            agent: Some(kw_pid),
         },
         Target {
             name: "4 keyward, cache miss",
             port: kw_hp.addr.port(),
             mode: "miss",
             status: 200,
+            haproxy: kw_hp.proc().pid(),
+            agent: Some(kw_pid),
         },
         Target {
             name: "5 keyward, no session (401)",
             port: kw_hp.addr.port(),
             mode: "plain",
             status: 401,
+            haproxy: kw_hp.proc().pid(),
+            agent: Some(kw_pid),
         },
         Target {
             name: "6 naive spop-example agent",
             port: naive_hp.addr.port(),
             mode: "plain",
             status: 200,
+            haproxy: naive_hp.proc().pid(),
+            agent: Some(naive.pid()),
         },
     ];
     let env = [
@@ -524,14 +561,22 @@ async fn main() {
             {
                 continue;
             }
-            let s = if h2 {
+            let cpu_before = setup_cpu_ticks(t);
+            let mut s = if h2 {
                 run_h2load(t, seconds, connections, &env[0].1)
             } else {
                 run_wrk(t, seconds, connections, close, &lua, &env)
             };
+            let cpu_after = setup_cpu_ticks(t);
+            // Ticks are 10 ms; requests ~ rate x duration.
+            let per_request = |a: u64, b: u64| {
+                (b.saturating_sub(a) as f64 * 10_000.0) / (s.rps * seconds as f64).max(1.0)
+            };
+            s.haproxy_us = per_request(cpu_before.0, cpu_after.0);
+            s.agent_us = per_request(cpu_before.1, cpu_after.1);
             eprintln!(
-                "round {round} {:<34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
-                t.name, s.rps, s.p50, s.p99, s.p999
+                "round {round} {:<34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  cpu/req HAProxy {:.1} us agent {:.1} us",
+                t.name, s.rps, s.p50, s.p99, s.p999, s.haproxy_us, s.agent_us
             );
             samples.entry(t.name).or_default().push(s);
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -544,39 +589,47 @@ async fn main() {
         println!(
             "\nh2load -t2 -c{connections} -m10 -D{seconds}, HTTP/2 cleartext, {rounds} interleaved rounds, median\n"
         );
-        println!("| setup | req/s | mean ms | x (1) | x (2) |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| setup | req/s | mean ms | x (1) | x (2) | HAProxy CPU µs/req | agent CPU µs/req |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
     } else {
         println!(
             "\nwrk -t2 -c{connections} -d{seconds}s, {rounds} interleaved rounds, median; keep-alive {}\n",
             if close { "off" } else { "on" }
         );
-        println!("| setup | req/s | p50 ms | p99 ms | p99.9 ms | x (1) | x (2) |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| setup | req/s | p50 ms | p99 ms | p99.9 ms | x (1) | x (2) | HAProxy CPU µs/req | agent CPU µs/req |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     for t in targets.iter().filter(|t| samples.contains_key(t.name)) {
         if h2 {
             let rps = med(t.name, |s| s.rps);
             println!(
-                "| {} | {:.0} | {:.3} | {:.2} | {:.2} |",
+                "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.1} | {} |",
                 t.name,
                 rps,
                 med(t.name, |s| s.p50),
                 rps / base1,
-                rps / base2
+                rps / base2,
+                med(t.name, |s| s.haproxy_us),
+                agent_cpu(t, med(t.name, |s| s.agent_us)),
             );
             continue;
         }
         let rps = med(t.name, |s| s.rps);
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} | {} |",
             t.name,
             rps,
             med(t.name, |s| s.p50),
             med(t.name, |s| s.p99),
             med(t.name, |s| s.p999),
             rps / base1,
-            rps / base2
+            rps / base2,
+            med(t.name, |s| s.haproxy_us),
+            agent_cpu(t, med(t.name, |s| s.agent_us)),
         );
     }
     let hits = kw.metric("keyward_session_cache_hits_total").await;
