@@ -28,17 +28,11 @@ pub enum Value<'a> {
     Binary(&'a [u8]),
 }
 
-/// Where a decoded value is: scalars inline, text and bytes as positions in the frame.
+/// Where a decoded value is: scalars inline, text and bytes in the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Slot {
-    Null,
-    Bool(bool),
-    Int32(i32),
-    UInt32(u32),
-    Int64(i64),
-    UInt64(u64),
-    IPv4(Ipv4Addr),
-    IPv6(Ipv6Addr),
+    /// Null, booleans, integers and addresses: they borrow nothing.
+    Scalar(Value<'static>),
     /// Text, checked once when decoded: a view of the frame, or, for a STRING that was
     /// not valid UTF-8, a copy with U+FFFD in place of the bad bytes (as a lossy decoder
     /// gives).
@@ -112,14 +106,7 @@ impl Message {
 
     fn value<'a>(&'a self, slot: &'a Slot) -> Value<'a> {
         match slot {
-            Slot::Null => Value::Null,
-            Slot::Bool(b) => Value::Bool(*b),
-            Slot::Int32(n) => Value::Int32(*n),
-            Slot::UInt32(n) => Value::UInt32(*n),
-            Slot::Int64(n) => Value::Int64(*n),
-            Slot::UInt64(n) => Value::UInt64(*n),
-            Slot::IPv4(a) => Value::IPv4(*a),
-            Slot::IPv6(a) => Value::IPv6(*a),
+            Slot::Scalar(v) => *v,
             Slot::Str(s) => Value::String(s),
             Slot::Binary(at) => Value::Binary(self.raw(at)),
         }
@@ -274,14 +261,26 @@ impl VarValue for Value<'_> {
         match *self {
             Value::String(s) => s.encode(out),
             Value::Binary(b) => b.encode(out),
-            Value::Null => TypedData::Null.to_bytes(out),
-            Value::Bool(b) => TypedData::Bool(b).to_bytes(out),
-            Value::Int32(n) => TypedData::Int32(n).to_bytes(out),
-            Value::UInt32(n) => TypedData::UInt32(n).to_bytes(out),
-            Value::Int64(n) => TypedData::Int64(n).to_bytes(out),
-            Value::UInt64(n) => TypedData::UInt64(n).to_bytes(out),
-            Value::IPv4(a) => TypedData::IPv4(a).to_bytes(out),
-            Value::IPv6(a) => TypedData::IPv6(a).to_bytes(out),
+            // Scalars: the crate's owned form allocates nothing.
+            scalar => TypedData::from(scalar).to_bytes(out),
+        }
+    }
+}
+
+/// The owned form (copies text and bytes).
+impl From<Value<'_>> for TypedData {
+    fn from(v: Value<'_>) -> Self {
+        match v {
+            Value::Null => TypedData::Null,
+            Value::Bool(b) => TypedData::Bool(b),
+            Value::Int32(n) => TypedData::Int32(n),
+            Value::UInt32(n) => TypedData::UInt32(n),
+            Value::Int64(n) => TypedData::Int64(n),
+            Value::UInt64(n) => TypedData::UInt64(n),
+            Value::IPv4(a) => TypedData::IPv4(a),
+            Value::IPv6(a) => TypedData::IPv6(a),
+            Value::String(s) => TypedData::String(s.to_owned()),
+            Value::Binary(b) => TypedData::Binary(b.to_vec()),
         }
     }
 }

@@ -20,7 +20,7 @@ use spop::types::typed_data;
 use spop::varint::{decode_varint, encode_varint_into};
 use spop::{SpopFrame, StatusCode, TypedData};
 
-use crate::message::{Actions, Message, Slot};
+use crate::message::{Actions, Message, Slot, Value};
 
 /// Smallest max-frame-size either side may announce (SPOE.txt 3.2.4).
 pub const MIN_FRAME_SIZE: u32 = 256;
@@ -311,18 +311,18 @@ fn slot<'a>(input: &'a [u8], offset: u32, frame: &Bytes) -> Result<(&'a [u8], Sl
     }
     // Scalars: the crate's decoder allocates nothing for them.
     let (rest, value) = typed_data(input).map_err(|_| ())?;
-    let slot = match value {
-        TypedData::Null => Slot::Null,
-        TypedData::Bool(b) => Slot::Bool(b),
-        TypedData::Int32(n) => Slot::Int32(n),
-        TypedData::UInt32(n) => Slot::UInt32(n),
-        TypedData::Int64(n) => Slot::Int64(n),
-        TypedData::UInt64(n) => Slot::UInt64(n),
-        TypedData::IPv4(a) => Slot::IPv4(a),
-        TypedData::IPv6(a) => Slot::IPv6(a),
+    let scalar = match value {
+        TypedData::Null => Value::Null,
+        TypedData::Bool(b) => Value::Bool(b),
+        TypedData::Int32(n) => Value::Int32(n),
+        TypedData::UInt32(n) => Value::UInt32(n),
+        TypedData::Int64(n) => Value::Int64(n),
+        TypedData::UInt64(n) => Value::UInt64(n),
+        TypedData::IPv4(a) => Value::IPv4(a),
+        TypedData::IPv6(a) => Value::IPv6(a),
         TypedData::String(_) | TypedData::Binary(_) => return Err(()),
     };
-    Ok((rest, slot))
+    Ok((rest, Slot::Scalar(scalar)))
 }
 
 /// Appends a length-prefixed STRING body (no type byte): names in messages and actions.

@@ -168,23 +168,6 @@ fn typed() -> impl Strategy<Value = TypedData> {
     ]
 }
 
-/// A borrowed value seen as the crate's owned one.
-fn owned(v: crate::Value<'_>) -> TypedData {
-    use crate::Value as V;
-    match v {
-        V::Null => TypedData::Null,
-        V::Bool(b) => TypedData::Bool(b),
-        V::Int32(n) => TypedData::Int32(n),
-        V::UInt32(n) => TypedData::UInt32(n),
-        V::Int64(n) => TypedData::Int64(n),
-        V::UInt64(n) => TypedData::UInt64(n),
-        V::IPv4(a) => TypedData::IPv4(a),
-        V::IPv6(a) => TypedData::IPv6(a),
-        V::String(s) => TypedData::String(s.to_owned()),
-        V::Binary(b) => TypedData::Binary(b.to_vec()),
-    }
-}
-
 use proptest::prelude::*;
 
 proptest! {
@@ -257,7 +240,7 @@ proptest! {
         let m = &n.messages[0];
         prop_assert_eq!(m.name(), "m");
         let got: Vec<(String, TypedData)> =
-            m.args().map(|(n, v)| (n.to_owned(), owned(v))).collect();
+            m.args().map(|(n, v)| (n.to_owned(), TypedData::from(v))).collect();
         let mut want: Vec<(String, TypedData)> = args;
         want.pop();
         want.push(("bad".into(), TypedData::String(String::from_utf8_lossy(&bad_text).into_owned())));
