@@ -82,8 +82,9 @@ impl Session {
         }
     }
 
-    /// How many assertions are kept (tests, memory probes).
-    pub fn assertions_kept(&self) -> usize {
+    /// How many assertions are kept.
+    #[cfg(test)]
+    fn assertions_kept(&self) -> usize {
         self.assertions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -298,7 +298,6 @@ impl<T: VarValue + ?Sized> VarValue for &T {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Actions {
     encoded: Vec<u8>,
-    count: usize,
 }
 
 const ACTION_SET_VAR: u8 = 1;
@@ -319,7 +318,6 @@ impl Actions {
             .extend_from_slice(&[ACTION_SET_VAR, 3, scope.to_u8()]);
         crate::proto::put_string(name, &mut self.encoded);
         value.encode(&mut self.encoded);
-        self.count += 1;
         self
     }
 
@@ -333,17 +331,12 @@ impl Actions {
         self.encoded
             .extend_from_slice(&[ACTION_UNSET_VAR, 2, scope.to_u8()]);
         crate::proto::put_string(name, &mut self.encoded);
-        self.count += 1;
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// How many actions.
-    pub fn len(&self) -> usize {
-        self.count
+        // Every action writes at least its type, argument count and scope.
+        self.encoded.is_empty()
     }
 
     /// The LIST-OF-ACTIONS bytes, as they go into the ACK.

@@ -271,20 +271,26 @@ pub(crate) fn decode_messages(frame: Bytes) -> Result<Vec<Message>, ProtoError> 
     Ok(messages)
 }
 
+/// A varint length and that many bytes, at offset `offset` of the frame: the rest, the
+/// bytes and their position. `None` when truncated.
+fn span(input: &[u8], offset: u32) -> Option<(&[u8], &[u8], Range<u32>)> {
+    let (rest, len) = decode_varint(input).ok()?;
+    let len = usize::try_from(len).ok()?;
+    let bytes = rest.get(..len)?;
+    let start = offset + (input.len() - rest.len()) as u32;
+    Some((&rest[len..], bytes, start..start + len as u32))
+}
+
 /// A length-prefixed UTF-8 name at offset `offset`: the rest and its position.
 fn name_at<'a>(
     input: &'a [u8],
     offset: u32,
     what: &str,
 ) -> Result<(&'a [u8], Range<u32>), ProtoError> {
-    let (rest, len) = varint(input, what)?;
-    let len = usize::try_from(len).map_err(|_| ProtoError::invalid(format!("{what} too long")))?;
-    let bytes = rest
-        .get(..len)
-        .ok_or_else(|| ProtoError::invalid(format!("truncated {what}")))?;
+    let (rest, bytes, range) =
+        span(input, offset).ok_or_else(|| ProtoError::invalid(format!("truncated {what}")))?;
     std::str::from_utf8(bytes).map_err(|_| ProtoError::invalid(format!("{what} is not UTF-8")))?;
-    let start = offset + (input.len() - rest.len()) as u32;
-    Ok((&rest[len..], start..start + len as u32))
+    Ok((rest, range))
 }
 
 /// A TYPED-DATA value at offset `offset`: text and bytes by position, scalars decoded.
@@ -292,11 +298,7 @@ fn slot<'a>(input: &'a [u8], offset: u32, frame: &Bytes) -> Result<(&'a [u8], Sl
     let &first = input.first().ok_or(())?;
     let type_id = first & 0x0F;
     if type_id == TYPE_STRING || type_id == TYPE_BINARY {
-        let (rest, len) = decode_varint(&input[1..]).map_err(|_| ())?;
-        let len = usize::try_from(len).map_err(|_| ())?;
-        let bytes = rest.get(..len).ok_or(())?;
-        let start = offset + (input.len() - rest.len()) as u32;
-        let range = start..start + len as u32;
+        let (rest, bytes, range) = span(&input[1..], offset + 1).ok_or(())?;
         let slot = if type_id == TYPE_BINARY {
             Slot::Binary(range)
         } else {
@@ -307,7 +309,7 @@ fn slot<'a>(input: &'a [u8], offset: u32, frame: &Bytes) -> Result<(&'a [u8], Sl
                     .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
             )
         };
-        return Ok((&rest[len..], slot));
+        return Ok((rest, slot));
     }
     // Scalars: the crate's decoder allocates nothing for them.
     let (rest, value) = typed_data(input).map_err(|_| ())?;
@@ -327,13 +329,16 @@ fn slot<'a>(input: &'a [u8], offset: u32, frame: &Bytes) -> Result<(&'a [u8], Sl
 
 /// Appends a length-prefixed STRING body (no type byte): names in messages and actions.
 pub(crate) fn put_string(s: &str, out: &mut Vec<u8>) {
-    encode_varint_into(s.len() as u64, out);
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(s.as_bytes(), out);
 }
 
 /// Appends a STRING or BINARY typed value.
 pub(crate) fn put_typed_bytes(type_id: u8, bytes: &[u8], out: &mut Vec<u8>) {
     out.push(type_id);
+    put_bytes(bytes, out);
+}
+
+fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     encode_varint_into(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
 }
