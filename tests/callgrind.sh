@@ -41,6 +41,12 @@ EOF
 kw_spoa=$(port); kw_ops=$(port); kw_portal=$(port)
 cat > "$dir/policy.toml" <<EOF
 [[rule]]
+name = "headers only"
+paths = ["/headers"]
+access = "authenticated"
+assertion = false
+
+[[rule]]
 name = "all"
 access = "authenticated"
 EOF
@@ -97,7 +103,7 @@ haproxy_cost() {
       >/dev/null 2>"$dir/valgrind.err" &
     local vp=$!
     wait_http "http://127.0.0.1:$p/"
-    load "http://127.0.0.1:$p/" "$n" "$@"
+    load "http://127.0.0.1:$p${URL_PATH:-/}" "$n" "$@"
     kill -USR1 "$vp"; wait "$vp" 2>/dev/null || true
     counts+=("$(instructions "$dir/hap.out")")
   done
@@ -117,7 +123,7 @@ keyward_cost() {
       "$HAPROXY" -db -f "$dir/haproxy.cfg" >/dev/null 2>&1 &
     local hp=$!
     wait_http "http://127.0.0.1:$p/"
-    load "http://127.0.0.1:$p/" "$n" -H "$cookie"
+    load "http://127.0.0.1:$p${URL_PATH:-/}" "$n" -H "$cookie"
     kill "$hp"; wait "$hp" 2>/dev/null || true
     kill -TERM "$vp"; wait "$vp" 2>/dev/null || true
     counts+=("$(instructions "$dir/kw.out")")
@@ -136,5 +142,7 @@ echo "| HAProxy: 2 no-op agent | $(haproxy_cost "$dir/haproxy.cfg" "127.0.0.1:$n
 echo "| HAProxy: 2b no-op agent + identity vars | $(haproxy_cost "$dir/haproxy.cfg" "127.0.0.1:$ident") |"
 echo "| HAProxy: 2c 2b + session cookie | $(haproxy_cost "$dir/haproxy.cfg" "127.0.0.1:$ident" -H "$cookie") |"
 echo "| HAProxy: 3 keyward, cache hit | $(haproxy_cost "$dir/haproxy.cfg" "127.0.0.1:$kw_spoa" -H "$cookie") |"
+echo "| HAProxy: 3h keyward, cache hit, route without assertion | $(URL_PATH=/headers haproxy_cost "$dir/haproxy.cfg" "127.0.0.1:$kw_spoa" -H "$cookie") |"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 echo "| keyward: 3 cache hit | $(keyward_cost) |"
+echo "| keyward: 3h cache hit, route without assertion | $(URL_PATH=/headers keyward_cost) |"

@@ -84,7 +84,7 @@ impl Session {
 
     /// How many assertions are kept.
     #[cfg(test)]
-    fn assertions_kept(&self) -> usize {
+    pub(crate) fn assertions_kept(&self) -> usize {
         self.assertions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -254,6 +254,7 @@ impl Gate {
             decision,
             reason,
             rule,
+            assertion,
         } = outcome.verdict;
         let mut a = Actions::new();
         vars::set_decision(&mut a, decision, reason);
@@ -278,7 +279,7 @@ impl Gate {
                     if let Some(dev) = &c.dev {
                         a.set_txn("device", dev.as_str());
                     }
-                    if let Some(jwt) = self.assertion(s, &req.host, now) {
+                    if assertion && let Some(jwt) = self.assertion(s, &req.host, now) {
                         a.set_txn("assertion", &*jwt);
                     }
                 }

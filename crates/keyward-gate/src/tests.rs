@@ -29,6 +29,12 @@ access = "authenticated"
 device = "attested"
 
 [[rule]]
+name = "headers only"
+paths = ["/api"]
+access = "authenticated"
+assertion = false
+
+[[rule]]
 name = "app"
 hosts = ["app.test"]
 access = "authenticated"
@@ -200,6 +206,24 @@ fn allow_carries_identity_and_login_carries_the_return_url() {
         )
     );
     assert_eq!(a.get("user"), None);
+}
+
+#[test]
+fn a_route_without_assertion_gets_identity_but_no_jwt() {
+    let g = gate_with(ring(4));
+    let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();
+    let r = req("/api/items", Some(&t));
+    let a = g.actions(&r, &g.decide(&r, NOW), NOW);
+    assert_eq!(text(&a, "decision").as_deref(), Some("allow"));
+    assert_eq!(text(&a, "user").as_deref(), Some("bob"));
+    assert_eq!(a.get("assertion"), None);
+    // Nothing was signed or kept for the session: the next route that wants one signs it.
+    let session = g.sessions.get(t.as_str()).unwrap();
+    assert_eq!(session.assertions_kept(), 0);
+    let r = req("/x", Some(&t));
+    let a = g.actions(&r, &g.decide(&r, NOW), NOW);
+    assert!(text(&a, "assertion").is_some());
+    assert_eq!(session.assertions_kept(), 1);
 }
 
 #[test]

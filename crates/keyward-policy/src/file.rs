@@ -15,7 +15,7 @@ use crate::error::PolicyError;
 use crate::rule::{Access, Device, Requirements, Rule};
 
 /// Every key a `[[rule]]` table may hold.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "name",
     "hosts",
     "paths",
@@ -26,6 +26,7 @@ const FIELDS: [&str; 10] = [
     "device",
     "aaguids",
     "max_auth_age",
+    "assertion",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +121,7 @@ impl RuleReader {
         let device = self.string("device")?;
         let aaguids = self.list("aaguids", "[\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"]")?;
         let max_auth_age = self.string("max_auth_age")?;
+        let assertion = self.boolean("assertion")?.unwrap_or(true);
 
         let mut exact_hosts = Vec::new();
         let mut host_suffixes = Vec::new();
@@ -232,7 +234,23 @@ impl RuleReader {
             methods,
             sources,
             access,
+            assertion,
         })
+    }
+
+    /// An optional boolean field.
+    fn boolean(&mut self, field: &'static str) -> Result<Option<bool>, PolicyError> {
+        match self.table.remove(field) {
+            None => Ok(None),
+            Some(Value::Boolean(b)) => Ok(Some(b)),
+            Some(other) => Err(self.error(
+                Some(field),
+                format!(
+                    "expected `true` or `false`, found {}; write {field} = false (without quotes)",
+                    describe(&other)
+                ),
+            )),
+        }
     }
 
     /// An optional string field.

@@ -67,12 +67,14 @@ impl Policy {
                 decision: Decision::Deny,
                 reason: Reason::Forbidden,
                 rule: None,
+                assertion: false,
             };
         };
         let verdict = |decision, reason| Verdict {
             decision,
             reason,
             rule: Some(index),
+            assertion: rule.assertion,
         };
         let requirements = match &rule.access {
             Access::Public => return verdict(Decision::Allow, Reason::Ok),

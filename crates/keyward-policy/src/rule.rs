@@ -22,6 +22,8 @@ pub(crate) struct Rule {
     /// Networks with the host bits cleared; IPv4-mapped IPv6 networks stored as IPv4.
     pub(crate) sources: Vec<IpNet>,
     pub(crate) access: Access,
+    /// Whether an allowed request with a session gets a signed upstream assertion.
+    pub(crate) assertion: bool,
 }
 
 /// Who may pass once a rule matched.

@@ -126,6 +126,9 @@ pub struct Verdict {
     /// Index of the rule that matched (see [`Policy::rule_name`](crate::Policy::rule_name));
     /// `None` when no rule matched.
     pub rule: Option<usize>,
+    /// Whether an allowed request's upstream gets a signed assertion (the rule's
+    /// `assertion`, on unless the rule turns it off); `false` when no rule matched.
+    pub assertion: bool,
 }
 
 #[cfg(test)]

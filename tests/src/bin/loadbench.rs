@@ -7,6 +7,8 @@
 //!    (separates keyward's decision cost from HAProxy's variable and header work);
 //! 3. keyward, valid session (cache hit);
 //! 4. keyward, a distinct valid token per request (cache miss);
+//!    3h / 4h. the same on a route whose rule says `assertion = false` (identity
+//!    headers, no signed JWT);
 //! 5. keyward, no session (login decision, 401);
 //! 6. HAProxy + the naive agent written like the `spop` crate's examples.
 //!
@@ -48,7 +50,7 @@ request = function()
     i = i + 1
     headers["Cookie"] = "keyward_session=" .. tokens[((i * 2 + id) % n) + 1]
   end
-  return wrk.format("GET", "/", headers)
+  return wrk.format("GET", nil, headers)
 end
 done = function(summary, latency, requests)
   io.write(string.format("KW p50=%d p99=%d p999=%d errors=%d\n",
@@ -60,6 +62,8 @@ end
 struct Target {
     name: &'static str,
     port: u16,
+    /// Request path (`/headers` is keyward's route without an assertion).
+    path: &'static str,
     mode: &'static str,
     /// Expected status of every response.
     status: u16,
@@ -77,6 +81,8 @@ struct Sample {
     /// CPU time per request, in microseconds, of HAProxy and of the agent.
     haproxy_us: f64,
     agent_us: f64,
+    /// Requests completed (wrk only).
+    requests: u64,
 }
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -170,7 +176,7 @@ fn run_wrk(
         "-s",
     ])
     .arg(lua)
-    .arg(format!("http://127.0.0.1:{}/", t.port))
+    .arg(format!("http://127.0.0.1:{}{}", t.port, t.path))
     .env("KW_MODE", t.mode);
     for (k, v) in env {
         cmd.env(k, v);
@@ -182,6 +188,12 @@ fn run_wrk(
         .output()
         .expect("wrk is installed (bash .ci/bootstrap installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
+    // "  123456 requests in 5.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or(0);
     let rps = text
         .lines()
         .find_map(|l| {
@@ -229,6 +241,7 @@ fn run_wrk(
         p50: field("p50="),
         p99: field("p99="),
         p999: field("p999="),
+        requests,
         ..Sample::default()
     }
 }
@@ -247,7 +260,7 @@ fn run_h2load(t: &Target, seconds: u64, connections: u64, token: &str) -> Sample
     if t.mode == "hit" {
         cmd.args(["-H", &format!("cookie: keyward_session={token}")]);
     }
-    cmd.arg(format!("http://127.0.0.1:{}/", t.port));
+    cmd.arg(format!("http://127.0.0.1:{}{}", t.port, t.path));
     let out = cmd
         .output()
         .expect("h2load is installed (bash .ci/bootstrap installs nghttp2-client)");
@@ -336,6 +349,29 @@ fn run_wrk_counting(
         s,
         ERRORS.load(std::sync::atomic::Ordering::Relaxed) - before,
     )
+}
+
+/// `count` valid tokens of sessions `first..first + count`, one per line.
+fn write_tokens(ring: &keyward_session::KeyRing, path: &std::path::Path, first: u64, count: u64) {
+    let now = keyward_session::sys::unix_now();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("tokens file"));
+    for i in first..first + count {
+        let claims = Claims {
+            sid: format!("bench-session-{i:09}"),
+            sub: format!("user-{i}"),
+            email: None,
+            roles: vec!["dev".into()],
+            dev: Some(format!("device-{i}")),
+            aaguid: None,
+            amr: AuthMethod::Passkey,
+            auth_time: now,
+            iat: now,
+            exp: now + 3600,
+        };
+        writeln!(f, "{}", keyward_session::seal(&claims, ring).expect("seal"))
+            .expect("write token");
+    }
+    f.flush().expect("write tokens");
 }
 
 /// CPU ticks used so far by the setup's HAProxy and agent (0 when there is none).
@@ -432,7 +468,8 @@ async fn main() {
     wait_listening(loopback(naive_port), "naive agent").await;
     let naive_hp = agent_haproxy(format!("127.0.0.1:{naive_port}")).await;
     // 3-5. keyward
-    let policy = "[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
+    let policy = "[[rule]]\nname = \"headers only\"\npaths = [\"/headers\"]\naccess = \"authenticated\"\n\
+                  assertion = false\n\n[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
     // KW_BENCH_KEYWARD_EXTRA: more keyward.toml (e.g. "[assertion]\nenabled = false").
     let extra = format!(
         "[log]\nlevel = \"warn\"\n{}",
@@ -443,37 +480,17 @@ async fn main() {
     let kw_pid = kw.proc().pid();
     let token = kw.mint("bench-user", "dev,ops", "12h", Some("bench-device"));
     let tokens_path = dir.path().join("tokens.txt");
-    {
-        let ring = ringfile::load(&kw.dir.path().join("keyring.toml")).expect("key ring");
-        let now = keyward_session::sys::unix_now();
-        let mut f =
-            std::io::BufWriter::new(std::fs::File::create(&tokens_path).expect("tokens file"));
-        for i in 0..300_000 {
-            let claims = Claims {
-                sid: format!("bench-session-{i:09}"),
-                sub: format!("user-{i}"),
-                email: None,
-                roles: vec!["dev".into()],
-                dev: Some(format!("device-{i}")),
-                aaguid: None,
-                amr: AuthMethod::Passkey,
-                auth_time: now,
-                iat: now,
-                exp: now + 3600,
-            };
-            writeln!(
-                f,
-                "{}",
-                keyward_session::seal(&claims, &ring).expect("seal")
-            )
-            .expect("write token");
-        }
-    }
+    let ring = ringfile::load(&kw.dir.path().join("keyring.toml")).expect("key ring");
+    // Distinct sessions for the cache-miss runs; every run gets fresh ones (below).
+    let tokens_per_run = (seconds * 60_000).max(300_000);
+    write_tokens(&ring, &tokens_path, 0, tokens_per_run);
+    let mut next_session = tokens_per_run;
 
     let targets = [
         Target {
             name: "1 plain HAProxy",
             port: plain_port,
+            path: "/",
             mode: "plain",
             status: 200,
             haproxy: plain.pid(),
@@ -482,6 +499,7 @@ async fn main() {
         Target {
             name: "2 no-op agent (keyward runtime)",
             port: noop_hp.addr.port(),
+            path: "/",
             mode: "plain",
             status: 200,
             haproxy: noop_hp.proc().pid(),
@@ -490,6 +508,7 @@ async fn main() {
         Target {
             name: "2b no-op agent + identity vars",
             port: ident_hp.addr.port(),
+            path: "/",
             mode: "plain",
             status: 200,
             haproxy: ident_hp.proc().pid(),
@@ -498,6 +517,7 @@ async fn main() {
         Target {
             name: "2c no-op agent + identity vars, session cookie sent",
             port: ident_hp.addr.port(),
+            path: "/",
             mode: "hit",
             status: 200,
             haproxy: ident_hp.proc().pid(),
@@ -506,6 +526,7 @@ async fn main() {
         Target {
             name: "3 keyward, cache hit",
             port: kw_hp.addr.port(),
+            path: "/",
             mode: "hit",
             status: 200,
             haproxy: kw_hp.proc().pid(),
@@ -514,6 +535,25 @@ async fn main() {
         Target {
             name: "4 keyward, cache miss",
             port: kw_hp.addr.port(),
+            path: "/",
+            mode: "miss",
+            status: 200,
+            haproxy: kw_hp.proc().pid(),
+            agent: Some(kw_pid),
+        },
+        Target {
+            name: "3h keyward, cache hit, no assertion",
+            port: kw_hp.addr.port(),
+            path: "/headers",
+            mode: "hit",
+            status: 200,
+            haproxy: kw_hp.proc().pid(),
+            agent: Some(kw_pid),
+        },
+        Target {
+            name: "4h keyward, cache miss, no assertion",
+            port: kw_hp.addr.port(),
+            path: "/headers",
             mode: "miss",
             status: 200,
             haproxy: kw_hp.proc().pid(),
@@ -522,6 +562,7 @@ async fn main() {
         Target {
             name: "5 keyward, no session (401)",
             port: kw_hp.addr.port(),
+            path: "/",
             mode: "plain",
             status: 401,
             haproxy: kw_hp.proc().pid(),
@@ -530,6 +571,7 @@ async fn main() {
         Target {
             name: "6 naive spop-example agent",
             port: naive_hp.addr.port(),
+            path: "/",
             mode: "plain",
             status: 200,
             haproxy: naive_hp.proc().pid(),
@@ -553,6 +595,7 @@ async fn main() {
         return;
     }
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    let mut first_miss_run = true;
     for round in 1..=rounds {
         for t in &targets {
             if (h2 && t.mode == "miss")
@@ -561,6 +604,14 @@ async fn main() {
             {
                 continue;
             }
+            // Sessions no run has used: moka admits a new entry into a full cache only
+            // if it is seen more often than the one it would evict, so reused tokens
+            // could still be cached and turn misses into hits.
+            if t.mode == "miss" && !first_miss_run {
+                write_tokens(&ring, &tokens_path, next_session, tokens_per_run);
+                next_session += tokens_per_run;
+            }
+            first_miss_run &= t.mode != "miss";
             let cpu_before = setup_cpu_ticks(t);
             let mut s = if h2 {
                 run_h2load(t, seconds, connections, &env[0].1)
@@ -578,6 +629,12 @@ async fn main() {
                 "round {round} {:<34} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  cpu/req HAProxy {:.1} us agent {:.1} us",
                 t.name, s.rps, s.p50, s.p99, s.p999, s.haproxy_us, s.agent_us
             );
+            if t.mode == "miss" && s.requests > tokens_per_run {
+                eprintln!(
+                    "warning: {}: {} requests for {tokens_per_run} sessions: some were cache hits",
+                    t.name, s.requests
+                );
+            }
             samples.entry(t.name).or_default().push(s);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -327,3 +327,32 @@ fn file_level_errors_keep_line_and_column() {
         .to_string();
     assert_has(&t, &["not a valid policy file"]);
 }
+
+#[test]
+fn assertion_is_a_boolean() {
+    let auth = "name = \"r\"\naccess = \"authenticated\"\n";
+    let t = error(
+        &format!("{auth}assertion = \"false\""),
+        Some("r"),
+        Some("assertion"),
+    );
+    assert_has(
+        &t,
+        &[
+            "expected `true` or `false`",
+            "a string",
+            "assertion = false",
+        ],
+    );
+    let t = error(
+        &format!("{auth}assertion = 0"),
+        Some("r"),
+        Some("assertion"),
+    );
+    assert_has(&t, &["the number 0"]);
+    let t = error(&format!("{auth}asertion = false"), Some("r"), None);
+    assert_has(&t, &["did you mean `assertion`?"]);
+    let p = load(&format!("{auth}assertion = false")).unwrap();
+    assert!(p.rules_for_tests()[0].assertion, "on by default");
+    assert!(!p.rules_for_tests()[1].assertion);
+}

@@ -275,7 +275,8 @@ fn first_match_wins() {
         Verdict {
             decision: Decision::Allow,
             reason: Reason::Ok,
-            rule: Some(0)
+            rule: Some(0),
+            assertion: true,
         }
     );
     let p = Policy::from_toml(&text("authenticated", "public")).unwrap();
@@ -284,13 +285,32 @@ fn first_match_wins() {
         Verdict {
             decision: Decision::Login,
             reason: Reason::NoSession,
-            rule: Some(0)
+            rule: Some(0),
+            assertion: true,
         }
     );
     assert_eq!(
         (p.len(), p.rule_name(1), p.rule_name(2)),
         (2, Some("b"), None)
     );
+}
+
+#[test]
+fn assertion_follows_the_matched_rule() {
+    let p = Policy::from_toml(
+        "[[rule]]\nname = \"api\"\npaths = [\"/api\"]\naccess = \"authenticated\"\nassertion = false\n\
+         [[rule]]\nname = \"public\"\npaths = [\"/pub\"]\naccess = \"public\"\n\
+         [[rule]]\nname = \"rest\"\naccess = \"authenticated\"\nassertion = true\n",
+    )
+    .unwrap();
+    let c = claims(&["dev"], AuthMethod::Passkey, None, 60);
+    let wants = |path| p.evaluate(&req("h", path, "GET", ""), SessionState::Valid(&c), NOW);
+    let api = wants("/api/v1");
+    assert_eq!((api.decision, api.assertion), (Decision::Allow, false));
+    assert!(wants("/pub").assertion, "on unless a rule turns it off");
+    assert!(wants("/other").assertion);
+    // A path that normalizes onto /api is still the api rule.
+    assert!(!wants("/x/../api").assertion);
 }
 
 #[test]
@@ -308,7 +328,8 @@ fn no_rules_deny_everything() {
             Verdict {
                 decision: Decision::Deny,
                 reason: Reason::Forbidden,
-                rule: None
+                rule: None,
+                assertion: false,
             }
         );
     }
