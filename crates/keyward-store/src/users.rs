@@ -347,6 +347,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if taken.rows_affected() != 1 {
+                // Roll back now, not when the transaction is dropped: a dropped one is
+                // rolled back later, and until then its locks can fail the next query.
+                tx.rollback().await?;
                 return Ok(Err(Conflict::Invite));
             }
         }
@@ -364,7 +367,10 @@ impl Store {
         .await;
         let device = match res {
             Ok(row) => device_from_row(&row)?,
-            Err(err) if is_unique_violation(&err) => return Ok(Err(Conflict::Credential)),
+            Err(err) if is_unique_violation(&err) => {
+                tx.rollback().await?;
+                return Ok(Err(Conflict::Credential));
+            }
             Err(err) => return Err(err.into()),
         };
         tx.commit().await?;
