@@ -481,10 +481,9 @@ async fn main() {
     let token = kw.mint("bench-user", "dev,ops", "12h", Some("bench-device"));
     let tokens_path = dir.path().join("tokens.txt");
     let ring = ringfile::load(&kw.dir.path().join("keyring.toml")).expect("key ring");
-    // Distinct sessions for the cache-miss runs; every run gets fresh ones (below).
+    // Distinct sessions for each cache-miss run, written just before it (below).
     let tokens_per_run = (seconds * 60_000).max(300_000);
-    write_tokens(&ring, &tokens_path, 0, tokens_per_run);
-    let mut next_session = tokens_per_run;
+    let mut next_session = 0;
 
     let targets = [
         Target {
@@ -586,6 +585,8 @@ async fn main() {
     // the cache at its cap), in 30 s slices; errors and resident memory per slice.
     let soak = arg(&args, "--soak", 0);
     if soak > 0 {
+        // 300,000 sessions cycled through the (100,000-entry) cache.
+        write_tokens(&ring, &tokens_path, 0, 300_000);
         let miss = targets
             .iter()
             .find(|t| t.mode == "miss")
@@ -595,7 +596,6 @@ async fn main() {
         return;
     }
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
-    let mut first_miss_run = true;
     for round in 1..=rounds {
         for t in &targets {
             if (h2 && t.mode == "miss")
@@ -607,11 +607,10 @@ async fn main() {
             // Sessions no run has used: moka admits a new entry into a full cache only
             // if it is seen more often than the one it would evict, so reused tokens
             // could still be cached and turn misses into hits.
-            if t.mode == "miss" && !first_miss_run {
+            if t.mode == "miss" {
                 write_tokens(&ring, &tokens_path, next_session, tokens_per_run);
                 next_session += tokens_per_run;
             }
-            first_miss_run &= t.mode != "miss";
             let cpu_before = setup_cpu_ticks(t);
             let mut s = if h2 {
                 run_h2load(t, seconds, connections, &env[0].1)
