@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use keyward_spoa::Pipelining;
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
 use keyward_tests::http::{get, wait_for_ok};
@@ -96,7 +97,18 @@ async fn variables_drive_decisions_and_headers() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_requests_without_cross_talk() {
-    let s = stack(400).await;
+    thousand_concurrent(Pipelining::Auto).await;
+}
+
+/// One NOTIFY at a time per agent connection (what `auto` picks for HAProxy 3.1+): HAProxy
+/// spreads a burst over more connections and every answer still reaches its request.
+#[tokio::test]
+async fn a_thousand_concurrent_requests_without_pipelining() {
+    thousand_concurrent(Pipelining::Off).await;
+}
+
+async fn thousand_concurrent(pipelining: Pipelining) {
+    let s = Stack::start_with(400, pipelining).await;
     let addr = s.haproxy.addr;
     let mut tasks = Vec::new();
     for i in 0..1000u32 {

@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use keyward_spoa::Pipelining;
+
 use crate::haproxy::{Haproxy, Wiring};
 use crate::process::Proc;
 use crate::upstream::Upstream;
@@ -10,11 +12,16 @@ use crate::{free_port, loopback, sibling_bin, wait_listening};
 
 /// Starts `test-agent` on `127.0.0.1:port` with `handler_timeout_ms`.
 pub fn test_agent(port: u16, handler_timeout_ms: u64) -> Proc {
+    test_agent_with(port, handler_timeout_ms, Pipelining::default())
+}
+
+fn test_agent_with(port: u16, handler_timeout_ms: u64, pipelining: Pipelining) -> Proc {
     Proc::spawn(
         "test-agent",
         Command::new(sibling_bin("test-agent"))
             .arg(format!("127.0.0.1:{port}"))
-            .arg(handler_timeout_ms.to_string()),
+            .arg(handler_timeout_ms.to_string())
+            .env("TEST_AGENT_PIPELINING", pipelining.to_string()),
     )
 }
 
@@ -28,8 +35,13 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(handler_timeout_ms: u64) -> Self {
+        Self::start_with(handler_timeout_ms, Pipelining::default()).await
+    }
+
+    /// As [`start`](Self::start), with the agent's `pipelining` mode.
+    pub async fn start_with(handler_timeout_ms: u64, pipelining: Pipelining) -> Self {
         let agent_port = free_port();
-        let agent = test_agent(agent_port, handler_timeout_ms);
+        let agent = test_agent_with(agent_port, handler_timeout_ms, pipelining);
         wait_listening(loopback(agent_port), "test agent").await;
         let upstream = Upstream::start().await;
         let haproxy = Haproxy::start(&Wiring {

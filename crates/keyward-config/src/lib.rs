@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use keyward_spoa::{Limits, ListenAddr};
-use serde::Deserialize;
+use keyward_spoa::{Limits, ListenAddr, Pipelining};
+use serde::{Deserialize, Deserializer};
 
 /// The only config version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -257,6 +257,11 @@ pub struct SpoaConfig {
     pub handler_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// `"auto"` (default): pipelining with HAProxy 2.x / 3.0, one request at a time per
+    /// connection with 3.1+ (whose SPOP multiplexer can stall on pipelined ACKs);
+    /// `"on"`, `"off"`. See docs/haproxy.md.
+    #[serde(deserialize_with = "pipelining")]
+    pub pipelining: Pipelining,
     /// Threads of keyward's runtime (SPOA, portal, ops). 0: one per CPU. Fewer leave
     /// HAProxy more room and save cross-thread wake-ups on cache hits, at the price of
     /// queueing behind new-session work (docs/benchmarks.md).
@@ -275,9 +280,17 @@ impl Default for SpoaConfig {
             idle_timeout: l.idle_timeout,
             handler_timeout: l.handler_timeout,
             drain_timeout: l.drain_timeout,
+            pipelining: l.pipelining,
             worker_threads: 0,
         }
     }
+}
+
+/// `spoa.pipelining`: one of the words [`Pipelining`] parses.
+fn pipelining<'de, D: Deserializer<'de>>(d: D) -> Result<Pipelining, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 impl SpoaConfig {
@@ -290,6 +303,7 @@ impl SpoaConfig {
             idle_timeout: self.idle_timeout,
             handler_timeout: self.handler_timeout,
             drain_timeout: self.drain_timeout,
+            pipelining: self.pipelining,
         }
     }
 

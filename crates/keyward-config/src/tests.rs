@@ -30,6 +30,30 @@ fn durations_are_text() {
 }
 
 #[test]
+fn pipelining_is_a_word() {
+    assert_eq!(
+        load("version = 1").unwrap().spoa.pipelining,
+        Pipelining::Auto
+    );
+    for (word, want) in [
+        ("auto", Pipelining::Auto),
+        ("on", Pipelining::On),
+        ("off", Pipelining::Off),
+    ] {
+        let c = load(&format!("version = 1\n[spoa]\npipelining = \"{word}\"")).unwrap();
+        assert_eq!(c.spoa.pipelining, want);
+        assert_eq!(c.spoa.limits().pipelining, want);
+    }
+    let err = load("version = 1\n[spoa]\npipelining = \"yes\"").unwrap_err();
+    assert!(
+        err.contains("pipelining") && err.contains("\"auto\", \"on\", \"off\""),
+        "{err}"
+    );
+    let err = load("version = 1\n[spoa]\npipelining = true").unwrap_err();
+    assert!(err.contains("pipelining"), "{err}");
+}
+
+#[test]
 fn unknown_keys_are_named() {
     let err = load("version = 1\n[spoa]\nhandler_timout = \"1s\"").unwrap_err();
     assert!(err.contains("handler_timout"), "{err}");

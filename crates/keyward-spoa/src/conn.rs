@@ -70,7 +70,7 @@ where
     W: AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut machine = Machine::new(limits.max_frame_size);
+    let mut machine = Machine::new(limits.max_frame_size, limits.pipelining);
     // Small to start: HAProxy 2.6 keeps many idle agent connections under HTTP/2
     // concurrency; buffers grow when frames need it.
     let mut rbuf = BytesMut::with_capacity(2 * 1024);
@@ -94,11 +94,12 @@ where
             match event {
                 Event::Ready {
                     max_frame_size,
+                    pipelining,
                     healthcheck,
                 } => {
                     metrics.rx_hello.inc();
                     metrics.tx_hello.inc();
-                    tracing::debug!(max_frame_size, healthcheck, "handshake done");
+                    tracing::debug!(max_frame_size, pipelining, healthcheck, "handshake done");
                     if healthcheck {
                         end = End::HealthCheck;
                         phase = Phase::Flushing;
@@ -288,7 +289,7 @@ fn write_ack<H: Handler>(
 ) {
     metrics.inflight.dec();
     metrics.tx_ack.inc();
-    let limit = machine.max_frame_size() as usize;
+    let limit = machine.ack_limit() as usize;
     let start = out.len();
     proto::encode_ack(done.stream_id, done.frame_id, &done.actions, out);
     if out.len() - start - 4 <= limit {

@@ -10,9 +10,10 @@
 //! - [`server`]: TCP / Unix listeners, connection cap, graceful shutdown;
 //! - [`Handler`]: the trait the decision logic implements.
 //!
-//! Protocol choices (valid for HAProxy 2.6 through 3.x): reply version 2.0, announce only
-//! `pipelining`, FIN on every frame, never fragment, treat stream and frame ids as opaque,
-//! answer every NOTIFY even when the handler fails.
+//! Protocol choices (valid for HAProxy 2.6 through 3.x): reply version 2.0, announce no
+//! capability but `pipelining`, and that only where it is safe ([`Pipelining`]), FIN on
+//! every frame, never fragment, treat stream and frame ids as opaque, answer every NOTIFY
+//! even when the handler fails.
 
 pub mod conn;
 pub mod handler;
@@ -23,7 +24,11 @@ pub mod peer;
 pub mod proto;
 pub mod server;
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
+
+use crate::proto::Hello;
 
 pub use conn::{End, serve_connection};
 pub use handler::{Failure, Handler, HandlerError};
@@ -51,6 +56,64 @@ pub struct Limits {
     pub handler_timeout: Duration,
     /// On shutdown, how long connections get to finish in-flight requests.
     pub drain_timeout: Duration,
+    /// Whether HAProxy may send several NOTIFYs on one connection before our ACKs.
+    pub pipelining: Pipelining,
+}
+
+/// Whether the AGENT-HELLO announces `pipelining`.
+///
+/// HAProxy 3.1 through at least 3.4 (its SPOP multiplexer) stops reading an agent
+/// connection for good when one read fills its whole demux buffer (tune.bufsize, 16 KiB):
+/// the flag that marks the buffer full also blocks the demultiplexer that would empty it.
+/// With pipelining, up to 20 ACKs can wait in the socket; a few large ones (a request
+/// with many cookies gets back a long `cookie` variable) reach 16 KiB, and every later
+/// request sent on that connection waits out `timeout processing` (503). Without
+/// pipelining HAProxy sends one NOTIFY at a time per connection, so at most one ACK,
+/// shorter than max-frame-size, is ever waiting. HAProxy 2.x and 3.0 (the SPOE applet)
+/// are not affected, and only they offer `async` in their HELLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pipelining {
+    /// Pipelining for HAProxy peers that offer `async` (2.x, 3.0), none for 3.1+.
+    #[default]
+    Auto,
+    /// Always announce it (a 3.1+ HAProxy known to be fixed).
+    On,
+    /// Never announce it.
+    Off,
+}
+
+impl Pipelining {
+    /// Whether to announce pipelining to the peer that sent `hello`.
+    pub fn announce(self, hello: &Hello) -> bool {
+        match self {
+            Self::Auto => hello.offers("async"),
+            Self::On => true,
+            Self::Off => false,
+        }
+    }
+}
+
+impl FromStr for Pipelining {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("`{other}` is not one of \"auto\", \"on\", \"off\"")),
+        }
+    }
+}
+
+impl fmt::Display for Pipelining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
 }
 
 impl Default for Limits {
@@ -63,6 +126,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             handler_timeout: Duration::from_millis(400),
             drain_timeout: Duration::from_secs(10),
+            pipelining: Pipelining::Auto,
         }
     }
 }

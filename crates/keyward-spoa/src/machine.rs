@@ -8,6 +8,7 @@
 use bytes::{Buf, BytesMut};
 use spop::StatusCode;
 
+use crate::Pipelining;
 use crate::proto::{self, Frame, MIN_FRAME_SIZE, Notify, ProtoError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Event {
     /// closed once that reply is flushed.
     Ready {
         max_frame_size: u32,
+        /// Whether our AGENT-HELLO announced pipelining.
+        pipelining: bool,
         healthcheck: bool,
     },
     /// A request for the handler.
@@ -50,22 +53,32 @@ pub struct Machine {
     our_max_frame_size: u32,
     /// The limit in force: ours before HELLO, the negotiated one after.
     max_frame_size: u32,
+    pipelining: Pipelining,
 }
 
 impl Machine {
     /// `our_max_frame_size` is clamped to at least the protocol minimum of 256.
-    pub fn new(our_max_frame_size: u32) -> Self {
+    pub fn new(our_max_frame_size: u32, pipelining: Pipelining) -> Self {
         let ours = our_max_frame_size.max(MIN_FRAME_SIZE);
         Self {
             state: State::AwaitHello,
             our_max_frame_size: ours,
             max_frame_size: ours,
+            pipelining,
         }
     }
 
     /// The largest frame either side may send now.
     pub fn max_frame_size(&self) -> u32 {
         self.max_frame_size
+    }
+
+    /// The largest ACK payload we send: one byte under the negotiated max-frame-size.
+    /// HAProxy 3.1+ advertises its buffer size minus the 4-byte length prefix, and a
+    /// read that fills its whole demux buffer stops that connection for good (see
+    /// [`Pipelining::Auto`]), so a frame of exactly max-frame-size must never go out.
+    pub fn ack_limit(&self) -> u32 {
+        self.max_frame_size - 1
     }
 
     pub fn is_ready(&self) -> bool {
@@ -125,11 +138,13 @@ impl Machine {
                     );
                 }
                 let negotiated = hello.max_frame_size.min(self.our_max_frame_size);
-                proto::encode_agent_hello(negotiated, out);
+                let pipelining = self.pipelining.announce(&hello);
+                proto::encode_agent_hello(negotiated, pipelining, out);
                 self.max_frame_size = negotiated;
                 self.state = State::Ready;
                 Event::Ready {
                     max_frame_size: negotiated,
+                    pipelining,
                     healthcheck: hello.healthcheck,
                 }
             }

@@ -66,6 +66,11 @@ impl Hello {
             .map(str::trim)
             .any(|v| v == "2" || v.starts_with("2."))
     }
+
+    /// Whether `capabilities` lists `name` (a comma-separated list, spaces allowed).
+    pub fn offers(&self, name: &str) -> bool {
+        self.capabilities.split(',').any(|c| c.trim() == name)
+    }
 }
 
 /// A NOTIFY frame: the messages HAProxy sent for one stream.
@@ -343,12 +348,18 @@ fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// Appends an AGENT-HELLO announcing version 2.0, `max_frame_size` and `pipelining` only.
-pub fn encode_agent_hello(max_frame_size: u32, out: &mut Vec<u8>) {
+/// Appends an AGENT-HELLO announcing version 2.0, `max_frame_size`, and `pipelining`
+/// when `pipelining` is set (no other capability, ever).
+pub fn encode_agent_hello(max_frame_size: u32, pipelining: bool, out: &mut Vec<u8>) {
+    let capabilities = if pipelining {
+        vec![FrameCapabilities::Pipelining]
+    } else {
+        Vec::new()
+    };
     let hello = AgentHello {
         version: spop::SUPPORTED_VERSION,
         max_frame_size,
-        capabilities: vec![FrameCapabilities::Pipelining],
+        capabilities,
     };
     write(&hello, out);
 }

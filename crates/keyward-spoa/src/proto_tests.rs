@@ -126,7 +126,17 @@ fn version_offer_parsing() {
 #[test]
 fn agent_frames_carry_fin_and_pipelining_only() {
     let mut out = Vec::new();
-    encode_agent_hello(4096, &mut out);
+    encode_agent_hello(4096, false, &mut out);
+    assert_eq!(
+        peer::read(&out).unwrap().unwrap().0,
+        peer::AgentFrame::Hello {
+            version: "2.0".into(),
+            max_frame_size: 4096,
+            capabilities: String::new()
+        }
+    );
+    out.clear();
+    encode_agent_hello(4096, true, &mut out);
     let (frame, fin, used) = peer::read(&out).unwrap().unwrap();
     assert!(fin);
     assert_eq!(used, out.len());

@@ -4,6 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
+use keyward_spoa::Pipelining;
 use keyward_spoa::machine::Machine;
 use keyward_spoa::peer;
 use libfuzzer_sys::fuzz_target;
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     }
     input.extend_from_slice(rest);
     let chunk = usize::from(ctl & 0x3f).max(1);
-    let mut m = Machine::new(4096);
+    let mut m = Machine::new(4096, Pipelining::Auto);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in input.chunks(chunk) {

@@ -106,13 +106,18 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let listen = args
         .next()
-        .expect("usage: test-agent <listen> [handler-timeout-ms]");
+        .expect("usage: test-agent <listen> [handler-timeout-ms] [noop|noop-identity]");
     let timeout = args.next().and_then(|v| v.parse().ok()).unwrap_or(400);
     let mode = args.next();
     let noop = matches!(mode.as_deref(), Some("noop" | "noop-identity"));
     let identity = mode.as_deref() == Some("noop-identity");
+    // TEST_AGENT_PIPELINING=auto|on|off, like keyward's `spoa.pipelining`.
+    let pipelining = std::env::var("TEST_AGENT_PIPELINING")
+        .map(|v| v.parse().expect("TEST_AGENT_PIPELINING"))
+        .unwrap_or_default();
     let limits = Limits {
         handler_timeout: Duration::from_millis(timeout),
+        pipelining,
         ..Limits::default()
     };
     let listener = Listener::bind(&listen.parse().expect("listen address"))
