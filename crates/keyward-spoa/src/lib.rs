@@ -83,6 +83,17 @@ pub enum Pipelining {
 }
 
 impl Pipelining {
+    const ALL: [Self; 3] = [Self::Auto, Self::On, Self::Off];
+
+    /// The word `spoa.pipelining` uses for this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+
     /// Whether to announce pipelining to the peer that sent `hello`.
     pub fn announce(self, hello: &Hello) -> bool {
         match self {
@@ -97,22 +108,16 @@ impl FromStr for Pipelining {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            "off" => Ok(Self::Off),
-            other => Err(format!("`{other}` is not one of \"auto\", \"on\", \"off\"")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not one of \"auto\", \"on\", \"off\""))
     }
 }
 
 impl fmt::Display for Pipelining {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::On => "on",
-            Self::Off => "off",
-        })
+        f.write_str(self.as_str())
     }
 }
 
