@@ -26,7 +26,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use keyward_policy::{Decision, Reason};
 pub use metrics::GateMetrics;
-pub use request::{AccessRequest, MESSAGE};
+pub use request::{AccessRequest, MAX_RETURN_URL, MESSAGE};
 
 use cache::{Assertion, Session, Sessions};
 
@@ -285,8 +285,15 @@ impl Gate {
                 }
             }
             Decision::Login => {
-                let rd = utf8_percent_encode(&req.url(), NON_ALPHANUMERIC).to_string();
-                a.set_txn("login_url", format!("{}?rd={rd}", self.cfg.login_url));
+                let url = match req.return_url() {
+                    Some(back) => format!(
+                        "{}?rd={}",
+                        self.cfg.login_url,
+                        utf8_percent_encode(&back, NON_ALPHANUMERIC)
+                    ),
+                    None => self.cfg.login_url.clone(),
+                };
+                a.set_txn("login_url", url);
             }
             Decision::Deny => {}
         }

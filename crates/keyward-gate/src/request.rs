@@ -8,6 +8,9 @@ use keyward_spoa::{ArgError, Request};
 /// Name of the SPOE message the shipped haproxy/ config sends once per request.
 pub const MESSAGE: &str = "keyward-request";
 
+/// Longest return URL (bytes, before percent-encoding) carried to the portal and back.
+pub const MAX_RETURN_URL: usize = 4096;
+
 /// What HAProxy tells us about one HTTP request. Attacker-controlled except `src`
 /// (and `client_cert`, which HAProxy verified).
 ///
@@ -47,12 +50,25 @@ pub enum RequestError {
 }
 
 impl<'a> AccessRequest<'a> {
-    /// The URL the client asked for, to come back to after signing in.
-    pub fn url(&self) -> String {
+    /// The URL to come back to after signing in: the one the client asked for, without
+    /// its query when the whole would be longer than [`MAX_RETURN_URL`], the host's root
+    /// when even the path is, and `None` when even that is (a hostile `Host`).
+    ///
+    /// Percent-encoded into `login_url`, a return URL of the maximum length still fits a
+    /// default-sized SPOP frame; and the portal takes back no longer one.
+    pub fn return_url(&self) -> Option<String> {
         let scheme = if self.tls { "https" } else { "http" };
+        let base = scheme.len() + "://".len() + self.host_header.len();
+        let path = base + self.path.len();
         match &self.query {
-            Some(q) => format!("{scheme}://{}{}?{q}", self.host_header, self.path),
-            None => format!("{scheme}://{}{}", self.host_header, self.path),
+            Some(q) if path + 1 + q.len() <= MAX_RETURN_URL => {
+                Some(format!("{scheme}://{}{}?{q}", self.host_header, self.path))
+            }
+            _ if path <= MAX_RETURN_URL => {
+                Some(format!("{scheme}://{}{}", self.host_header, self.path))
+            }
+            _ if base < MAX_RETURN_URL => Some(format!("{scheme}://{}/", self.host_header)),
+            _ => None,
         }
     }
 

@@ -209,6 +209,40 @@ fn allow_carries_identity_and_login_carries_the_return_url() {
 }
 
 #[test]
+fn long_return_urls_are_shortened_so_the_login_answer_always_fits_a_frame() {
+    let g = gate_with(ring(2));
+    let login_url = |r: &AccessRequest| {
+        let a = g.actions(r, &g.decide(r, NOW), NOW);
+        let mut frame = Vec::new();
+        keyward_spoa::proto::encode_ack(u64::MAX, u64::MAX, &a, &mut frame);
+        // HAProxy's default max-frame-size is 16,380 bytes; a frame must stay under it.
+        assert!(frame.len() - 4 < 16_380, "{} bytes", frame.len() - 4);
+        text(&a, "login_url").unwrap()
+    };
+    let base = "https://auth.test/.keyward/login";
+    let mut r = req("/dash", None);
+    // Every byte of the query encoded three times over, at the longest kept.
+    let fits = MAX_RETURN_URL - "https://app.test:8443/dash?".len();
+    r.query = Some("!".repeat(fits).into());
+    assert!(login_url(&r).ends_with(&"%21".repeat(fits)));
+    r.query = Some("!".repeat(fits + 1).into());
+    assert_eq!(
+        login_url(&r),
+        format!("{base}?rd=https%3A%2F%2Fapp%2Etest%3A8443%2Fdash")
+    );
+    let path = format!("/{}", "!".repeat(MAX_RETURN_URL));
+    let mut r = req(&path, None);
+    r.query = Some("q=1".into());
+    assert_eq!(
+        login_url(&r),
+        format!("{base}?rd=https%3A%2F%2Fapp%2Etest%3A8443%2F")
+    );
+    // A Host header that long is nobody's: no return URL at all.
+    r.host_header = "h".repeat(MAX_RETURN_URL).into();
+    assert_eq!(login_url(&r), base);
+}
+
+#[test]
 fn a_route_without_assertion_gets_identity_but_no_jwt() {
     let g = gate_with(ring(4));
     let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();

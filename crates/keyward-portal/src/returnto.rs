@@ -2,6 +2,7 @@
 //! http(s) URL on one of the configured protected hosts. Anything else becomes `/`,
 //! so the portal is never an open redirect.
 
+use keyward_gate::MAX_RETURN_URL;
 use url::Url;
 
 /// The hosts sign-ins may return to.
@@ -43,7 +44,10 @@ impl ReturnHosts {
     }
 
     fn validate(&self, rd: &str) -> Option<String> {
-        if rd.is_empty() || rd.len() > 4096 || rd.chars().any(|c| c.is_control() || c == '\\') {
+        if rd.is_empty()
+            || rd.len() > MAX_RETURN_URL
+            || rd.chars().any(|c| c.is_control() || c == '\\')
+        {
             return None;
         }
         if rd.starts_with('/') {
