@@ -336,3 +336,37 @@ async fn handler_answers_malformed_messages_with_an_error() {
     let err = g.handle(Request { messages: vec![] }).await.unwrap_err();
     assert!(err.to_string().contains(MESSAGE), "{err}");
 }
+
+proptest::proptest! {
+    #[test]
+    fn a_return_url_is_never_longer_than_the_limit(
+        host in "[a-z.:0-9]{0,5000}",
+        path in "/[ -~]{0,6000}",
+        query in proptest::option::of("[ -~]{0,6000}"),
+        tls: bool,
+    ) {
+        let r = AccessRequest {
+            host_header: host.as_str().into(),
+            path: path.as_str().into(),
+            query: query.as_deref().map(Into::into),
+            tls,
+            ..AccessRequest::default()
+        };
+        let scheme = if tls { "https://" } else { "http://" };
+        match r.return_url() {
+            Some(url) => {
+                proptest::prop_assert!(url.len() <= MAX_RETURN_URL);
+                let rest = url.strip_prefix(scheme).and_then(|u| u.strip_prefix(host.as_str()));
+                proptest::prop_assert!(rest.is_some(), "{url}");
+                // The whole URL, the path alone, or the root: never a cut in the middle.
+                let rest = rest.unwrap();
+                let whole = match &query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                proptest::prop_assert!(rest == whole || rest == path || rest == "/", "{rest}");
+            }
+            None => proptest::prop_assert!(scheme.len() + host.len() >= MAX_RETURN_URL),
+        }
+    }
+}
