@@ -120,6 +120,10 @@ async fn decisions_reasons_and_identity_headers() {
         .counts(&decision("allow", "ok"), s.get("/healthz", &[]))
         .await;
     assert_eq!(r.status, 200);
+    // A public route gets no identity, so nothing the client forged may stand in for it.
+    let r = s.as_user_spoofing("/healthz", "not-a-token").await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("mallory"), "forged identity forwarded: {}", r.body);
 
     // No session: browsers are sent to sign in with the return URL, APIs get 401.
     let r = s
@@ -277,6 +281,7 @@ async fn decisions_reasons_and_identity_headers() {
 }
 
 impl Stack {
+    /// `token`'s request, plus identity headers the client forged.
     async fn as_user_spoofing(&self, path: &str, token: &str) -> Response {
         self.get(
             path,
@@ -286,6 +291,10 @@ impl Stack {
                 ("X-Keyward-User", "mallory"),
                 ("X-Keyward-Roles", "admin"),
                 ("x-keyward-assertion", "mallory.forged.jwt"),
+                // WSGI, CGI and PHP read `_` as `-`: these would be X-Keyward-* to them.
+                ("X_Keyward_User", "mallory"),
+                ("X-Keyward_Email", "mallory@example.test"),
+                ("x_keyward-device", "mallory-device"),
             ],
         )
         .await

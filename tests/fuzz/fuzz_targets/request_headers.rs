@@ -1,9 +1,11 @@
-//! Cookie and Authorization parsing, host and path normalization: arbitrary header
-//! values never panic, and normalization is idempotent.
+//! Cookie and Authorization parsing, host and path normalization, the return URL:
+//! arbitrary header values never panic, normalization is idempotent, and a return URL is
+//! never longer than `MAX_RETURN_URL`.
 #![no_main]
 
 use keyward_gate::credential;
 use keyward_gate::request::normalize_host;
+use keyward_gate::{AccessRequest, MAX_RETURN_URL};
 use keyward_policy::normalize_path;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,4 +19,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(normalize_host(&host), host);
     let path = normalize_path(&text).into_owned();
     assert_eq!(normalize_path(&path), path.as_str());
+    let req = AccessRequest {
+        host_header: a.into(),
+        path: b.into(),
+        query: Some(text.as_ref().into()),
+        ..AccessRequest::default()
+    };
+    if let Some(url) = req.return_url() {
+        assert!(url.len() <= MAX_RETURN_URL);
+    }
 });
