@@ -123,7 +123,11 @@ async fn decisions_reasons_and_identity_headers() {
     // A public route gets no identity, so nothing the client forged may stand in for it.
     let r = s.as_user_spoofing("/healthz", "not-a-token").await;
     assert_eq!(r.status, 200);
-    assert!(!r.body.contains("mallory"), "forged identity forwarded: {}", r.body);
+    assert!(
+        !r.body.contains("mallory"),
+        "forged identity forwarded: {}",
+        r.body
+    );
 
     // No session: browsers are sent to sign in with the return URL, APIs get 401.
     let r = s

@@ -102,7 +102,7 @@ struct SessionExpiry {
 
 impl Expiry<Box<str>, Arc<Session>> for SessionExpiry {
     fn expire_after_create(&self, _: &Box<str>, s: &Arc<Session>, _: Instant) -> Option<Duration> {
-        Some(until(s.claims.exp + self.leeway))
+        Some(until(s.claims.exp.saturating_add(self.leeway)))
     }
 }
 

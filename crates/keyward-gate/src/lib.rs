@@ -203,20 +203,32 @@ impl Gate {
     fn session(&self, token: &str, now: i64) -> Result<Arc<Session>, TokenError> {
         if let Some(s) = self.sessions.get(token) {
             self.metrics.cache_hits.inc();
-            if now > s.claims.exp + self.cfg.leeway {
+            if now > s.claims.exp.saturating_add(self.cfg.leeway) {
                 return Err(TokenError::Expired);
             }
             return Ok(s);
         }
         self.metrics.cache_misses.inc();
         let started = Instant::now();
-        let opened = token::open(token, &self.keys.load().ring, now, self.cfg.leeway);
+        let keys = self.keys.load_full();
+        let opened = token::open(token, &keys.ring, now, self.cfg.leeway);
         self.metrics
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
         let session = Arc::new(Session::new(opened?));
         self.sessions.insert(token.into(), session.clone());
+        self.forget_if_keys_changed(token, &keys);
         Ok(session)
+    }
+
+    /// A session opened with `keys` and cached after [`Gate::set_keys`] replaced them
+    /// would outlive the invalidation (a token of a just-retired key, opened while the
+    /// ring was swapped): checked after the insert, so either this or `set_keys`'s
+    /// invalidation removes it.
+    fn forget_if_keys_changed(&self, token: &str, keys: &Keys) {
+        if self.keys.load().ring.generation() != keys.ring.generation() {
+            self.sessions.invalidate(token);
+        }
     }
 
     /// The assertion for `session` at `audience`, signed once and reused until shortly

@@ -330,6 +330,31 @@ fn cached_sessions_still_expire_and_die_with_their_key() {
     assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Invalid);
 }
 
+#[test]
+fn a_session_opened_with_replaced_keys_is_not_kept() {
+    // The interleaving a miss can meet: the token is opened with the ring in force,
+    // set_keys retires its key and invalidates the cache, then the miss inserts.
+    let g = gate_with(ring(5));
+    let t = token::seal(&claims("hal", &[]), &g.keys().ring).unwrap();
+    let before = g.keys();
+    let mut ring = ring(5);
+    let old = ring.active_session_key().unwrap().id().to_owned();
+    ring.rotate_session(NOW, &mut rng(9)).unwrap();
+    ring.retire(&old, NOW).unwrap();
+    g.set_keys(Keys::new(ring));
+    let opened = token::open(&t, &before.ring, NOW, 0).unwrap();
+    g.sessions
+        .insert(t.as_str().into(), Arc::new(Session::new(opened)));
+    g.forget_if_keys_changed(&t, &before);
+    assert!(g.sessions.get(t.as_str()).is_none());
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Invalid);
+    // With the keys unchanged, the session stays cached.
+    let t = token::seal(&claims("hal", &[]), &g.keys().ring).unwrap();
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
+    g.forget_if_keys_changed(&t, &g.keys());
+    assert!(g.sessions.get(t.as_str()).is_some());
+}
+
 #[tokio::test]
 async fn handler_answers_malformed_messages_with_an_error() {
     let g = gate_with(ring(6));
