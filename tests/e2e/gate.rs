@@ -599,3 +599,63 @@ async fn long_urls_still_get_a_login_redirect() {
         Some("https://auth.test/.keyward/login?rd=http%3A%2F%2Fapp%2Etest%2F")
     );
 }
+
+#[tokio::test]
+async fn ambiguous_requests_are_refused_and_the_apps_own_credentials_pass() {
+    let s = stack().await;
+    let alice = s.keyward.mint("alice", "dev", "10m", None);
+    let hits = s.upstream.hits();
+    // One Host header naming two hosts: HAProxy's routing and keyward's policy could each
+    // read another one.
+    for host in [
+        "app.test,api.test",
+        "app.test, api.test",
+        "user@app.test",
+        "app.test:8o",
+    ] {
+        let r = s
+            .get("/", &[("Host", host), ("Cookie", &cookie(&alice))])
+            .await;
+        // 2.6 passes these on and keyward denies them; 3.x refuses some itself.
+        assert!(matches!(r.status, 400 | 403), "{host}: {}", r.status);
+    }
+    // Two Cookie or two Authorization headers: keyward reads the last, so HAProxy refuses.
+    let bearer = format!("Bearer {alice}");
+    for headers in [
+        [("Cookie", "keyward_session=x"), ("Cookie", &cookie(&alice))],
+        [("Authorization", "Basic eDp5"), ("Authorization", &bearer)],
+    ] {
+        let r = s.get("/", &headers).await;
+        assert_eq!(r.status, 400, "{headers:?}");
+    }
+    assert_eq!(s.upstream.hits(), hits, "nothing ambiguous was forwarded");
+
+    // The application's own bearer token beside keyward's cookie: the cookie decides and
+    // the application gets its header.
+    let r = s
+        .get(
+            "/",
+            &[
+                ("Cookie", &cookie(&alice)),
+                ("Authorization", "Bearer eyJ.app.jwt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        header_of(&r.body, "x-keyward-user").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        header_of(&r.body, "authorization").as_deref(),
+        Some("Bearer eyJ.app.jwt")
+    );
+    // keyward's token, the scheme in lower case: used, and not forwarded.
+    let lower = format!("bearer {alice}");
+    let r = s
+        .get("/v1/x", &[("Host", "api.test"), ("Authorization", &lower)])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(header_of(&r.body, "authorization"), None, "{}", r.body);
+    assert!(!r.body.contains(&alice), "the token reached the upstream");
+}

@@ -18,8 +18,9 @@ impl Source {
     }
 }
 
-/// The session token in the request, if any. An explicit `Authorization: Bearer`
-/// wins over the cookie.
+/// The session token in the request, if any. An `Authorization: Bearer` with a keyward
+/// token wins over the cookie; any other `Authorization` (the application's own bearer
+/// token, Basic) is the application's, and the cookie decides.
 pub fn find<'a>(
     cookie: Option<&'a str>,
     authorization: Option<&'a str>,
@@ -33,14 +34,16 @@ pub fn find<'a>(
         .map(|t| (t, Source::Cookie))
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+/// What a keyward token in `Authorization` starts with.
+pub const BEARER_PREFIX: &str = "v4.local.";
+
+/// The keyward token of an `Authorization: Bearer v4.local.…` header: the scheme in any
+/// case, one space, the token. Exactly what HAProxy's rule `req.fhdr(authorization) -m
+/// beg -i "Bearer v4.local."` removes before forwarding, so a token keyward used never
+/// reaches the application.
 pub fn bearer(header: &str) -> Option<&str> {
-    let (scheme, rest) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = rest.trim();
-    (!token.is_empty()).then_some(token)
+    let (scheme, token) = header.trim_end().split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(BEARER_PREFIX)).then_some(token)
 }
 
 /// The value of the first cookie called `name` in a `Cookie` header
@@ -104,8 +107,14 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer   abc  "), Some("abc"));
+        assert_eq!(bearer("Bearer v4.local.abc"), Some("v4.local.abc"));
+        assert_eq!(bearer("bearer v4.local.abc  "), Some("v4.local.abc"));
+        assert_eq!(bearer("BEARER v4.local.abc"), Some("v4.local.abc"));
+        // Not what HAProxy's rule strips, so not taken (the header goes to the app).
+        assert_eq!(bearer("Bearer  v4.local.abc"), None);
+        assert_eq!(bearer("Bearer\tv4.local.abc"), None);
+        // The application's own tokens.
+        assert_eq!(bearer("Bearer eyJhbGciOi.x.y"), None);
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("Bearer"), None);
@@ -114,8 +123,13 @@ mod tests {
     #[test]
     fn bearer_wins_over_cookie() {
         assert_eq!(
-            find(Some("k=c"), Some("Bearer b"), "k"),
-            Some(("b", Source::Bearer))
+            find(Some("k=c"), Some("Bearer v4.local.b"), "k"),
+            Some(("v4.local.b", Source::Bearer))
+        );
+        // The application's bearer token leaves the decision to the cookie.
+        assert_eq!(
+            find(Some("k=c"), Some("Bearer eyJ.app.jwt"), "k"),
+            Some(("c", Source::Cookie))
         );
         assert_eq!(
             find(Some("k=c"), Some("Basic x"), "k"),

@@ -179,7 +179,16 @@ impl Gate {
             method: &req.method,
             src: req.src,
         };
-        let verdict = self.policy.load().evaluate(&facts, state, now);
+        let verdict = if request::valid_host(&req.host_header) {
+            self.policy.load().evaluate(&facts, state, now)
+        } else {
+            Verdict {
+                decision: Decision::Deny,
+                reason: Reason::Forbidden,
+                rule: None,
+                assertion: false,
+            }
+        };
         match found {
             Found::Valid(s) => Outcome {
                 verdict,

@@ -93,6 +93,44 @@ impl<'a> AccessRequest<'a> {
     }
 }
 
+/// Whether `host` (the `Host` header as sent) is a name or an IP literal with an optional
+/// port, or empty (no `Host`). Anything else (`a.test,b.test`, white space, `user@`,
+/// `[::1]junk`) is a request HAProxy's routing and keyward's policy could read as two
+/// different hosts, and is denied.
+pub fn valid_host(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip.is_empty()
+            || !ip
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("x", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && (!name.is_empty() || (host.is_empty() && port.is_none()));
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    name_ok && port_ok
+}
+
 /// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`; `example.com.` ->
 /// `example.com`. Idempotent, whatever the input (the steps repeat until nothing
 /// changes, so `a:1:2` and `x:80.` end where their normal forms do).
@@ -136,6 +174,44 @@ fn host_step(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_are_not_one_name_or_address_are_invalid() {
+        for ok in [
+            "",
+            "app.test",
+            "App.Test:8443",
+            "docs.example.",
+            "_svc.internal",
+            "10.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+        ] {
+            assert!(valid_host(ok), "{ok:?}");
+        }
+        for bad in [
+            "admin.test,public.test",
+            "admin.test, public.test",
+            "app.test ",
+            " app.test",
+            "user@app.test",
+            "app.test:",
+            "app.test:80:80",
+            "app.test:123456",
+            "app.test:8o",
+            ":80",
+            "[::1]junk",
+            "[::1]:",
+            "[::1",
+            "[]",
+            "[::g]",
+            "app/test",
+            "app.test\n",
+            "app%2etest",
+        ] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hosts_are_normalized() {

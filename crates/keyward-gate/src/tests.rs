@@ -331,6 +331,30 @@ fn cached_sessions_still_expire_and_die_with_their_key() {
 }
 
 #[test]
+fn a_host_header_that_is_not_one_host_is_denied() {
+    let g = gate_with(ring(7));
+    let t = token::seal(&claims("ida", &["admin"]), &g.keys().ring).unwrap();
+    for host in [
+        "app.test,other.test",
+        "app.test app.test",
+        "x@app.test",
+        "[::1]x",
+    ] {
+        let mut r = req("/healthz", Some(&t));
+        r.host_header = host.into();
+        let v = g.decide(&r, NOW).verdict;
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Deny, Reason::Forbidden),
+            "{host}"
+        );
+    }
+    let mut r = req("/healthz", None);
+    r.host_header = "App.Test:8443".into();
+    assert_eq!(g.decide(&r, NOW).verdict.decision, Decision::Allow);
+}
+
+#[test]
 fn a_session_opened_with_replaced_keys_is_not_kept() {
     // The interleaving a miss can meet: the token is opened with the ring in force,
     // set_keys retires its key and invalidates the cache, then the miss inserts.
