@@ -25,6 +25,10 @@ use crate::proto::{self, Notify};
 
 /// Stop reading while this many reply bytes wait for the peer.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Sent bytes kept at most before the write buffer is compacted (see [`compact`]).
+const COMPACT_AT: usize = 64 * 1024;
+
 /// How long a closing connection may take to flush its last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -177,12 +181,12 @@ where
             res = wr.write(&out[written..]), if pending > 0 => match res {
                 Ok(n) if n > 0 => {
                     written += n;
-                    if written == out.len() {
-                        out.clear();
-                        written = 0;
-                    }
+                    compact(&mut out, &mut written);
                 }
-                _ => return End::PeerClosed,
+                _ => {
+                    metrics.inflight.sub(inflight.len() as i64);
+                    return End::PeerClosed;
+                }
             },
             res = rd.read_buf(&mut rbuf), if can_read => match res {
                 Ok(n) if n > 0 => {}
@@ -280,6 +284,19 @@ async fn run_handler<H: Handler>(
     }
 }
 
+/// Sent bytes leave `out` once it is all sent, or once they are at least
+/// [`COMPACT_AT`] and half of it: a peer that reads steadily but never quite catches up
+/// would otherwise keep every byte ever sent on the connection in memory.
+fn compact(out: &mut Vec<u8>, written: &mut usize) {
+    if *written == out.len() {
+        out.clear();
+        *written = 0;
+    } else if *written >= COMPACT_AT && *written * 2 >= out.len() {
+        out.drain(..*written);
+        *written = 0;
+    }
+}
+
 fn write_ack<H: Handler>(
     done: Done,
     out: &mut Vec<u8>,
@@ -312,5 +329,39 @@ fn write_ack<H: Handler>(
         // and with no variables set HAProxy does not forward.
         out.truncate(start);
         proto::encode_ack(done.stream_id, done.frame_id, &Actions::new(), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection loop's shape against a peer that reads steadily but a little
+    /// slower than ACKs come: ACKs are appended while fewer than WRITE_HIGH_WATER bytes
+    /// wait, each write takes a part. The buffer must stay bounded.
+    #[test]
+    fn the_write_buffer_stays_bounded_when_the_peer_never_quite_catches_up() {
+        let mut out = Vec::new();
+        let mut written = 0usize;
+        let mut sent = 0usize;
+        let ack = [0u8; 2_000];
+        while sent < 200 * 1024 * 1024 {
+            while out.len() - written < WRITE_HIGH_WATER {
+                out.extend_from_slice(&ack);
+            }
+            let n = (out.len() - written).min(64 * 1024 - 7);
+            written += n;
+            sent += n;
+            compact(&mut out, &mut written);
+            assert!(
+                out.len() <= 2 * (WRITE_HIGH_WATER + COMPACT_AT),
+                "{} bytes buffered after {sent} sent",
+                out.len()
+            );
+        }
+        // A buffer written out whole is emptied.
+        let mut written = out.len();
+        compact(&mut out, &mut written);
+        assert_eq!((out.len(), written), (0, 0));
     }
 }

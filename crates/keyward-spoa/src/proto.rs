@@ -366,12 +366,21 @@ pub fn encode_agent_hello(max_frame_size: u32, pipelining: bool, out: &mut Vec<u
 
 /// Appends an AGENT-DISCONNECT with `status` and a human-readable `message`.
 pub fn encode_agent_disconnect(status: StatusCode, message: &str, out: &mut Vec<u8>) {
+    // Messages can quote the peer (an argument name, its versions): kept short, so the
+    // frame always fits the smallest max-frame-size.
+    let mut end = message.len().min(MAX_DISCONNECT_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = AgentDisconnect {
         status_code: status.to_u32(),
-        message: message.to_owned(),
+        message: message[..end].to_owned(),
     };
     write(&frame, out);
 }
+
+/// Longest AGENT-DISCONNECT message sent (bytes).
+pub const MAX_DISCONNECT_MESSAGE: usize = 200;
 
 /// Appends an ACK for (`stream_id`, `frame_id`) carrying `actions`: the frame header,
 /// then the actions as they were encoded.

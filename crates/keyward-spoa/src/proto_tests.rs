@@ -257,3 +257,14 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn disconnect_messages_quoting_the_peer_stay_short() {
+    let quoted = format!("unknown argument {}", "é".repeat(5_000));
+    let mut out = Vec::new();
+    encode_agent_disconnect(StatusCode::Invalid, &quoted, &mut out);
+    assert!(out.len() < 256, "{} bytes", out.len());
+    let mut short = Vec::new();
+    encode_agent_disconnect(StatusCode::Invalid, "idle timeout", &mut short);
+    assert!(short.windows(12).any(|w| w == b"idle timeout"));
+}

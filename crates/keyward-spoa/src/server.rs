@@ -110,6 +110,16 @@ pub struct Server<H> {
     active: Arc<AtomicUsize>,
 }
 
+/// A connection's place under `max_connections`, released on drop.
+struct Slot<'a, H>(&'a Server<H>);
+
+impl<H> Drop for Slot<'_, H> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.connections_active.dec();
+    }
+}
+
 /// Changes the limits of a running server; new connections use them.
 #[derive(Debug, Clone)]
 pub struct LimitsHandle(Arc<ArcSwap<Limits>>);
@@ -193,6 +203,8 @@ impl<H: Handler> Server<H> {
                     let shutdown = shutdown.clone();
                     tracker.spawn(
                         async move {
+                            // Given back however the task ends, a panic included.
+                            let _slot = Slot(&server);
                             let end = match conn {
                                 Conn::Tcp(s) => {
                                     let (r, w) = s.into_split();
@@ -204,8 +216,6 @@ impl<H: Handler> Server<H> {
                                 }
                             };
                             tracing::debug!(?end, "connection closed");
-                            server.active.fetch_sub(1, Ordering::Relaxed);
-                            server.metrics.connections_active.dec();
                         }
                         .instrument(span),
                     );
