@@ -2,6 +2,8 @@
 //! `Authorization: Bearer` header for API clients. Both headers are attacker-controlled:
 //! parsing is linear, allocation-free, and bounded by what HAProxy accepted.
 
+use keyward_session::token;
+
 /// Where the token came from (for metrics and audit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -34,16 +36,13 @@ pub fn find<'a>(
         .map(|t| (t, Source::Cookie))
 }
 
-/// What a keyward token in `Authorization` starts with.
-pub const BEARER_PREFIX: &str = "v4.local.";
-
 /// The keyward token of an `Authorization: Bearer v4.local.…` header: the scheme in any
 /// case, one space, the token. Exactly what HAProxy's rule `req.fhdr(authorization) -m
 /// beg -i "Bearer v4.local."` removes before forwarding, so a token keyward used never
 /// reaches the application.
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim_end().split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(BEARER_PREFIX)).then_some(token)
+    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(token::HEADER)).then_some(token)
 }
 
 /// The value of the first cookie called `name` in a `Cookie` header

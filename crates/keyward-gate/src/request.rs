@@ -58,18 +58,22 @@ impl<'a> AccessRequest<'a> {
     /// default-sized SPOP frame; and the portal takes back no longer one.
     pub fn return_url(&self) -> Option<String> {
         let scheme = if self.tls { "https" } else { "http" };
-        let base = scheme.len() + "://".len() + self.host_header.len();
-        let path = base + self.path.len();
-        match &self.query {
-            Some(q) if path + 1 + q.len() <= MAX_RETURN_URL => {
-                Some(format!("{scheme}://{}{}?{q}", self.host_header, self.path))
-            }
-            _ if path <= MAX_RETURN_URL => {
-                Some(format!("{scheme}://{}{}", self.host_header, self.path))
-            }
-            _ if base < MAX_RETURN_URL => Some(format!("{scheme}://{}/", self.host_header)),
-            _ => None,
+        if scheme.len() + "://".len() + self.host_header.len() >= MAX_RETURN_URL {
+            return None;
         }
+        let mut url = format!("{scheme}://{}", self.host_header);
+        if url.len() + self.path.len() > MAX_RETURN_URL {
+            url.push('/');
+            return Some(url);
+        }
+        url.push_str(&self.path);
+        if let Some(q) = &self.query
+            && url.len() + 1 + q.len() <= MAX_RETURN_URL
+        {
+            url.push('?');
+            url.push_str(q);
+        }
+        Some(url)
     }
 
     pub fn from_spoe(req: &'a Request) -> Result<Self, RequestError> {
@@ -98,37 +102,34 @@ impl<'a> AccessRequest<'a> {
 /// `[::1]junk`) is a request HAProxy's routing and keyward's policy could read as two
 /// different hosts, and is denied.
 pub fn valid_host(host: &str) -> bool {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+    if host.is_empty() {
+        return true;
+    }
+    let (address_ok, port) = if let Some(rest) = host.strip_prefix('[') {
         let Some((ip, after)) = rest.split_once(']') else {
             return false;
         };
-        if ip.is_empty()
-            || !ip
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => ("x", Some(port)),
-                None => return false,
-            },
-        }
+        let port = match (after, after.strip_prefix(':')) {
+            ("", _) => None,
+            (_, Some(port)) => Some(port),
+            _ => return false,
+        };
+        let ip_ok = ip
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (!ip.is_empty() && ip_ok, port)
     } else {
-        match host.rsplit_once(':') {
+        let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) => (name, Some(port)),
             None => (host, None),
-        }
+        };
+        let name_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        (!name.is_empty() && name_ok, port)
     };
-    let name_ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        && (!name.is_empty() || (host.is_empty() && port.is_none()));
-    let port_ok =
-        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    name_ok && port_ok
+    address_ok
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `Example.COM:8443` -> `example.com`; `[::1]:80` -> `[::1]`; `example.com.` ->

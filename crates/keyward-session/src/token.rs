@@ -25,7 +25,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Bound into every session token's authentication tag; never sent.
 pub const IMPLICIT_ASSERTION: &[u8] = b"keyward-session-v1";
 
-const HEADER: &str = "v4.local.";
+/// What every session token starts with (the PASETO header).
+pub const HEADER: &str = "v4.local.";
 
 /// Why a token was not sealed or not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
