@@ -48,7 +48,7 @@ pub enum End {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
-    /// Shutting down: no new frames, finish the handlers in flight, then disconnect.
+    /// Shutting down: read nothing more, answer the frames already read, then disconnect.
     Draining,
     /// Last frames are queued; close once they are written.
     Flushing,
@@ -86,8 +86,10 @@ where
     let mut deadline = Instant::now() + limits.hello_timeout;
 
     loop {
-        // Take whole frames already buffered, while there is room for more work.
-        while phase == Phase::Open
+        // Take whole frames already buffered, while there is room for more work. A
+        // draining connection reads nothing more, but answers what HAProxy had already
+        // sent: each of those requests would otherwise fail at the AGENT-DISCONNECT.
+        while matches!(phase, Phase::Open | Phase::Draining)
             && inflight.len() < limits.max_inflight
             && out.len() - written < WRITE_HIGH_WATER
         {
@@ -148,7 +150,8 @@ where
         if phase == Phase::Flushing && pending == 0 {
             break;
         }
-        if phase == Phase::Draining && inflight.is_empty() {
+        // Below the high-water mark the loop above took every whole frame left.
+        if phase == Phase::Draining && inflight.is_empty() && pending < WRITE_HIGH_WATER {
             if machine.is_ready() {
                 machine.disconnect(StatusCode::None, "agent shutting down", &mut out);
                 metrics.disconnect(StatusCode::None);

@@ -330,6 +330,44 @@ async fn shutdown_finishes_inflight_then_disconnects() {
 }
 
 #[tokio::test]
+async fn shutdown_answers_the_notifies_already_read() {
+    let agent = start(Limits {
+        max_inflight: 1,
+        ..Limits::default()
+    })
+    .await;
+    let mut p = Peer::handshake(agent.addr).await;
+    // One write: the agent reads all three, then stops reading at its in-flight bound.
+    let mut batch = Vec::new();
+    for i in 1..=3 {
+        batch.extend(with_mode(
+            i,
+            "sleep",
+            &[
+                ("ms", TypedData::UInt32(150)),
+                ("v", TypedData::String(format!("r{i}"))),
+            ],
+        ));
+    }
+    p.send(&batch).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    agent.shutdown.cancel();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match p.recv().await {
+            AgentFrame::Ack { stream_id, .. } => seen.push(stream_id),
+            other => panic!("ACK {} of 3 was {other:?}", seen.len() + 1),
+        }
+    }
+    assert_eq!(seen, [1, 2, 3]);
+    p.expect_disconnect(0).await;
+    tokio::time::timeout(WAIT, agent.task)
+        .await
+        .expect("server stops")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn unix_socket_listener() {
     use keyward_spoa::{CancellationToken, ListenAddr, Listener, Metrics, Server};
     let dir = tempfile::tempdir().unwrap();
