@@ -393,6 +393,100 @@ async fn websocket_upgrade_is_decided_like_any_request() {
 }
 
 #[tokio::test]
+async fn servlet_path_parameters_cannot_reach_a_stricter_rule() {
+    let s = stack().await;
+    let dave = s.keyward.mint("dave", "dev", "10m", None);
+    let hits = s.upstream.hits();
+    // Tomcat reads each as /admin/...; literally they fall under "app" or "health".
+    for path in ["/admin;x/users", "/app/..;/admin/"] {
+        let r = s
+            .counts(&decision("deny", "forbidden"), s.as_user(path, &dave))
+            .await;
+        assert_eq!(r.status, 403, "{path}");
+    }
+    for path in ["/healthz/..;/admin", "/healthz\\..\\admin"] {
+        let r = s.get(path, &[("Host", "app.test")]).await;
+        assert_eq!(r.status, 401, "{path}: {r:?}");
+    }
+    assert_eq!(s.upstream.hits(), hits, "none was forwarded");
+    // Parameters that stay within the rule pass, as sent.
+    let r = s.as_user("/reports;jsessionid=1", &dave).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.starts_with("GET /reports;jsessionid=1 "),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_cannot_open_a_tunnel_past_the_policy() {
+    use tokio::io::AsyncWriteExt;
+    let s = stack().await;
+    let hits = s.upstream.hits();
+    // Upgrade on the public route, then a request for /admin on the same connection. Had
+    // HAProxy forwarded the upgrade, the application's 101 would have made the connection
+    // a tunnel, and /admin would have reached it without a decision.
+    let mut c = tokio::net::TcpStream::connect(s.haproxy.addr)
+        .await
+        .unwrap();
+    c.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: TLS/1.2, H2C\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let first = read_response(&mut c).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    for name in ["upgrade", "http2-settings"] {
+        assert_eq!(
+            header_of(&first, name),
+            None,
+            "it reached the application: {first}"
+        );
+    }
+    c.write_all(b"GET /admin HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut c).await;
+    assert!(second.starts_with("HTTP/1.1 401"), "{second}");
+    assert_eq!(s.upstream.hits(), hits + 1, "only /healthz was forwarded");
+
+    // A browser-style WebSocket upgrade is untouched (see the test above); so is a plain
+    // request that only names h2c in another header.
+    let r = s.get("/healthz", &[("X-Note", "h2c")]).await;
+    assert_eq!(r.status, 200);
+}
+
+/// Reads one response with a Content-Length body (or none) from `c`.
+async fn read_response(c: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
 async fn revocation_applies_on_the_next_request_and_survives_restart() {
     let mut s = stack().await;
     let sess = s.keyward.mint("erin", "dev", "10m", Some("dev-e1"));

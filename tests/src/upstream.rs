@@ -1,6 +1,7 @@
 //! The protected application: answers every request with 200 and a body listing the
 //! request line and every header it received, one `name: value` per line. Upgrade
-//! requests (WebSocket) get `101 Switching Protocols` and then echo bytes.
+//! requests (WebSocket) get `101 Switching Protocols` and then echo bytes; an h2c upgrade
+//! gets a 101 and the connection goes on serving requests, as an h2c server would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,17 @@ impl Upstream {
                         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
                         buf.drain(..head_end + 4);
                         counter.fetch_add(1, Ordering::SeqCst);
+                        if offers_h2c(&head) {
+                            // An h2c-capable server switches and then answers whatever
+                            // arrives on the connection; HTTP/1.1 stands in for the h2
+                            // frames here. A proxy that forwards this has handed the
+                            // client an unchecked tunnel.
+                            let resp = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+                            if s.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         let upgrade = head
                             .lines()
                             .any(|l| l.to_ascii_lowercase().starts_with("upgrade: websocket"));
@@ -91,6 +103,17 @@ impl Upstream {
         });
         Self { addr, hits, task }
     }
+}
+
+/// Whether a request head carries `Upgrade: h2c` (RFC 7540 3.2), in any case, alone or
+/// in a list.
+fn offers_h2c(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.eq_ignore_ascii_case("upgrade")
+                && v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+        })
+    })
 }
 
 /// RFC 6455 4.2.2: base64(SHA-1(key + GUID)).

@@ -96,6 +96,12 @@ pub(crate) fn path(raw: &str) -> Result<String, String> {
              without spaces"
         ));
     }
+    if raw.contains([';', '\\']) {
+        return Err(format!(
+            "{raw:?} contains ';' or a backslash; requests are also matched with their \
+             ';parameters' removed and backslashes read as '/', so rule paths have neither"
+        ));
+    }
     let normal = normalize_path(raw);
     if normal != raw {
         return Err(format!(

@@ -8,6 +8,9 @@
 //! `remove_dot_segments`). Reserved escapes stay: `%2f` stays `%2f`, so
 //! `/public/..%2fadmin` is one segment `..%2fadmin` under `/public/`, as most upstream
 //! servers see it.
+//!
+//! A path with `;` or `\` has a second reading, [`lenient_reading`], that some upstreams
+//! act on; the policy decides on both and keeps the stricter answer.
 
 use std::borrow::Cow;
 
@@ -28,6 +31,31 @@ pub fn normalize_path(raw: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(normalize_slow(&decoded))
     }
+}
+
+/// How Java servlet containers (Tomcat, Jetty, Undertow, and Spring on them) and
+/// servers that take `\` for `/` (IIS, some frameworks) read a path: each segment's
+/// `;parameters` dropped (`/admin;jsessionid=1` is `/admin`, and `/public/..;/admin` is
+/// `/admin`), and `\` as `/`. `None` when the path has neither `;` nor `\`, which
+/// is every path on most sites: then all upstreams read it alike.
+pub fn lenient_reading(raw: &str) -> Option<String> {
+    if !raw.bytes().any(|b| b == b';' || b == b'\\') {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut in_parameters = false;
+    for c in raw.chars() {
+        match c {
+            '/' | '\\' => {
+                out.push('/');
+                in_parameters = false;
+            }
+            ';' => in_parameters = true,
+            _ if in_parameters => {}
+            _ => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 fn hex(b: u8) -> Option<u8> {

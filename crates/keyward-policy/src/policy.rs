@@ -6,7 +6,7 @@
 
 use crate::error::PolicyError;
 use crate::file;
-use crate::path::normalize_path;
+use crate::path::{lenient_reading, normalize_path};
 use crate::rule::{Access, Rule, Shortfall};
 use crate::verdict::{Decision, Reason, RequestFacts, SessionState, Verdict};
 
@@ -54,14 +54,36 @@ impl Policy {
     /// rule allows; any other rule needs a valid session, then checks roles (`deny`,
     /// `forbidden`), the device class (`deny`, `device_not_allowed`) and the age of the
     /// login (`login`, `stale_auth`), in that order.
+    ///
+    /// A path that an upstream could read another way (see [`lenient_reading`]) is
+    /// decided under both readings, and the stricter verdict stands.
     pub fn evaluate(&self, req: &RequestFacts<'_>, session: SessionState<'_>, now: i64) -> Verdict {
         let path = normalize_path(req.path);
+        let verdict = self.evaluate_path(req, &path, session, now);
+        let Some(lenient) = lenient_reading(req.path) else {
+            return verdict;
+        };
+        let other = normalize_path(&lenient);
+        if other == path {
+            return verdict;
+        }
+        stricter(verdict, self.evaluate_path(req, &other, session, now))
+    }
+
+    /// [`Policy::evaluate`] for one normalized reading of the path.
+    fn evaluate_path(
+        &self,
+        req: &RequestFacts<'_>,
+        path: &str,
+        session: SessionState<'_>,
+        now: i64,
+    ) -> Verdict {
         let src = req.src.map(|ip| ip.to_canonical());
         let Some((index, rule)) = self
             .rules
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.matches(req.host, &path, req.method, src))
+            .find(|(_, rule)| rule.matches(req.host, path, req.method, src))
         else {
             return Verdict {
                 decision: Decision::Deny,
@@ -94,6 +116,16 @@ impl Policy {
             Err(Shortfall::StaleAuth) => verdict(Decision::Login, Reason::StaleAuth),
         }
     }
+}
+
+/// Deny over login over allow; between equals, the first (the literal reading).
+fn stricter(a: Verdict, b: Verdict) -> Verdict {
+    let rank = |v: &Verdict| match v.decision {
+        Decision::Allow => 0,
+        Decision::Login => 1,
+        Decision::Deny => 2,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
 }
 
 #[cfg(test)]

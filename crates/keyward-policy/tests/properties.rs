@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use keyward_policy::{Decision, Policy, Reason, RequestFacts, SessionState, normalize_path};
+use keyward_policy::{
+    Decision, Policy, Reason, RequestFacts, SessionState, lenient_reading, normalize_path,
+};
 use keyward_session::{AuthMethod, Claims};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -286,5 +288,41 @@ proptest! {
             }
         }
         prop_assert!(verdict.reason != Reason::Error);
+    }
+
+    #[test]
+    fn parameters_and_backslashes_never_loosen_a_decision(
+        rules in prop::collection::vec(gen_rule(), 0..8),
+        host in request_host(),
+        pieces in prop::collection::vec(
+            select(vec!["admin", "public", "api", "..", ".", ";", ";x=1", "..;", "\\", "%3b", ""]),
+            0..8,
+        ),
+        session in 0..2u8,
+        roles in prop::sample::subsequence(vec!["admin", "dev"], 0..=2),
+    ) {
+        let path = format!("/{}", pieces.join("/"));
+        let policy = Policy::from_toml(&to_toml(&rules)).expect("generated policies are valid");
+        let claims = Claims {
+            sid: "s".into(), sub: "u".into(), email: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            dev: None, aaguid: None, amr: AuthMethod::Attested, auth_time: NOW, iat: NOW,
+            exp: NOW + 60,
+        };
+        let state = if session == 0 { SessionState::None } else { SessionState::Valid(&claims) };
+        let decide = |path: &str| {
+            let req = RequestFacts { host, path, method: "GET", src: None };
+            match policy.evaluate(&req, state, NOW).decision {
+                Decision::Allow => 0,
+                Decision::Login => 1,
+                Decision::Deny => 2,
+            }
+        };
+        // What a servlet container routes on: a path with neither ';' nor '\'.
+        if let Some(lenient) = lenient_reading(&path) {
+            let servlet = normalize_path(&lenient).into_owned();
+            prop_assert!(lenient_reading(&servlet).is_none());
+            prop_assert!(decide(&path) >= decide(&servlet), "{} vs {}", path, servlet);
+        }
     }
 }

@@ -261,6 +261,79 @@ fn paths_are_normalized_and_segment_aware() {
 }
 
 #[test]
+fn parameters_and_backslashes_are_decided_under_both_readings() {
+    use Decision::*;
+    let p = Policy::from_toml(
+        r#"
+        [[rule]]
+        name = "public"
+        paths = ["/public/"]
+        access = "public"
+        [[rule]]
+        name = "admin"
+        paths = ["/admin"]
+        access = "roles"
+        roles = ["admin"]
+        [[rule]]
+        name = "rest"
+        access = "authenticated"
+        "#,
+    )
+    .unwrap();
+    let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
+    let admin = claims(&["admin"], AuthMethod::Passkey, None, 60);
+    let decide = |path, s| {
+        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
+        (v.decision, v.rule)
+    };
+    // Tomcat serves /admin/users for these; literally they fall under "rest".
+    for path in ["/admin;x/users", "/admin;jsessionid=1", "/x/..;/admin/"] {
+        assert_eq!(
+            decide(path, SessionState::Valid(&dev)),
+            (Deny, Some(1)),
+            "{path}"
+        );
+        assert_eq!(
+            decide(path, SessionState::Valid(&admin)),
+            (Allow, Some(2)),
+            "{path}: allowed under both, the literal reading's rule"
+        );
+    }
+    // Literally under /public/, but /admin to Tomcat or IIS: no session gets a login.
+    for path in [
+        "/public/..;/admin",
+        "/public/..;x/admin",
+        "/public/x\\..\\..\\admin",
+    ] {
+        assert_eq!(decide(path, SessionState::None), (Login, Some(1)), "{path}");
+    }
+    // Parameters that do not change the rule change nothing.
+    assert_eq!(
+        decide("/public/a;v=1/b", SessionState::None),
+        (Allow, Some(0))
+    );
+    assert_eq!(
+        decide("/app;jsessionid=1", SessionState::Valid(&dev)),
+        (Allow, Some(2))
+    );
+    // An escaped ';' is data to every server: one reading.
+    assert_eq!(
+        decide("/admin%3bx", SessionState::Valid(&dev)),
+        (Allow, Some(2))
+    );
+}
+
+#[test]
+fn lenient_reading_drops_parameters_per_segment() {
+    assert_eq!(lenient_reading("/a/b"), None);
+    assert_eq!(lenient_reading("/a;x=1/b;y").as_deref(), Some("/a/b"));
+    assert_eq!(lenient_reading("/..;/x").as_deref(), Some("/../x"));
+    assert_eq!(lenient_reading("/a\\b;c\\d").as_deref(), Some("/a/b/d"));
+    assert_eq!(lenient_reading(";").as_deref(), Some(""));
+    assert_eq!(normalize_path(&lenient_reading(";").unwrap()), "/");
+}
+
+#[test]
 fn first_match_wins() {
     let text = |first: &str, second: &str| {
         format!(
