@@ -592,6 +592,14 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
         (s.as_user("/", &new).await.status == 200).then_some(())
     })
     .await;
+    // The agent kept the old session cached through the new ring: no miss.
+    let misses = s.keyward.metric("keyward_session_cache_misses_total").await;
+    assert_eq!(s.as_user("/", &old).await.status, 200);
+    assert_eq!(
+        s.keyward.metric("keyward_session_cache_misses_total").await,
+        misses,
+        "a rotation costs no cache misses"
+    );
 
     // Retiring the old key ends the sessions it sealed; the new ones carry on.
     let list = String::from_utf8_lossy(&s.keyward.cli(&["keys", "list"]).stdout).into_owned();

@@ -54,12 +54,40 @@ pub struct AssertionConfig {
 pub struct Keys {
     pub ring: KeyRing,
     pub signer: Option<AssertionSigner>,
+    generation: u64,
+    /// The ids of the session keys and of the signer, shared by the cached sessions
+    /// and assertions that name them (a million sessions, one copy of each id).
+    session_key_ids: Vec<Arc<str>>,
+    signer_id: Option<Arc<str>>,
 }
 
 impl Keys {
     pub fn new(ring: KeyRing) -> Self {
         let signer = AssertionSigner::new(&ring).ok();
-        Self { ring, signer }
+        let generation = ring.generation();
+        let session_key_ids = ring.session_keys().iter().map(|k| k.id().into()).collect();
+        let signer_id = signer.as_ref().map(|s| s.kid().into());
+        Self {
+            ring,
+            signer,
+            generation,
+            session_key_ids,
+            signer_id,
+        }
+    }
+
+    /// The shared copy of session key id `id`.
+    fn session_key_id(&self, id: &str) -> Arc<str> {
+        self.session_key_ids
+            .iter()
+            .find(|k| &***k == id)
+            .cloned()
+            .unwrap_or_else(|| id.into())
+    }
+
+    /// [`KeyRing::generation`], computed once.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
@@ -95,9 +123,7 @@ pub struct Gate {
 impl Gate {
     pub fn new(cfg: GateConfig, policy: Policy, keys: Keys, metrics: GateMetrics) -> Self {
         metrics.policy_rules.set(policy.len() as i64);
-        metrics
-            .keyring_generation
-            .set(keys.ring.generation() as i64);
+        metrics.keyring_generation.set(keys.generation as i64);
         Self {
             sessions: cache::session_cache(cfg.cache_capacity, cfg.leeway),
             cfg,
@@ -114,17 +140,12 @@ impl Gate {
         self.policy.store(Arc::new(policy));
     }
 
-    /// Replaces the key ring. Cached sessions (and their assertions) are dropped when
-    /// it changed, so a retired key stops working on the next request.
+    /// Replaces the key ring; the next request uses it. Cached sessions stay: each is
+    /// checked against the new ring on its next hit (see [`cache`]), so a retired key
+    /// stops working on the next request, and a rotation costs no cache misses.
     pub fn set_keys(&self, keys: Keys) {
-        let changed = keys.ring.generation() != self.keys.load().ring.generation();
-        self.metrics
-            .keyring_generation
-            .set(keys.ring.generation() as i64);
+        self.metrics.keyring_generation.set(keys.generation as i64);
         self.keys.store(Arc::new(keys));
-        if changed {
-            self.sessions.invalidate_all();
-        }
     }
 
     pub fn keys(&self) -> Arc<Keys> {
@@ -209,45 +230,43 @@ impl Gate {
     }
 
     /// A validated session for `token`: from the cache, or opened and cached.
+    ///
+    /// A session opened under a ring that [`Gate::set_keys`] replaced a moment later is
+    /// still cached with the old ring's generation, so its next hit checks its key.
     fn session(&self, token: &str, now: i64) -> Result<Arc<Session>, TokenError> {
+        let keys = self.keys.load();
         if let Some(s) = self.sessions.get(token) {
-            self.metrics.cache_hits.inc();
-            if now > s.claims.exp.saturating_add(self.cfg.leeway) {
-                return Err(TokenError::Expired);
+            if s.trusted_under(&keys.ring, keys.generation) {
+                self.metrics.cache_hits.inc();
+                if now > s.claims.exp.saturating_add(self.cfg.leeway) {
+                    return Err(TokenError::Expired);
+                }
+                return Ok(s);
             }
-            return Ok(s);
+            // Its key was retired: opening it again gives the reason.
+            self.sessions.invalidate(token);
         }
         self.metrics.cache_misses.inc();
         let started = Instant::now();
-        let keys = self.keys.load_full();
-        let opened = token::open(token, &keys.ring, now, self.cfg.leeway);
+        let opened = token::open_with_key(token, &keys.ring, now, self.cfg.leeway);
         self.metrics
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
-        let session = Arc::new(Session::new(opened?));
+        let (claims, key) = opened?;
+        let key = keys.session_key_id(key);
+        let session = Arc::new(Session::new(claims, key, keys.generation));
         self.sessions.insert(token.into(), session.clone());
-        self.forget_if_keys_changed(token, &keys);
         Ok(session)
-    }
-
-    /// A session opened with `keys` and cached after [`Gate::set_keys`] replaced them
-    /// would outlive the invalidation (a token of a just-retired key, opened while the
-    /// ring was swapped): checked after the insert, so either this or `set_keys`'s
-    /// invalidation removes it.
-    fn forget_if_keys_changed(&self, token: &str, keys: &Keys) {
-        if self.keys.load().ring.generation() != keys.ring.generation() {
-            self.sessions.invalidate(token);
-        }
     }
 
     /// The assertion for `session` at `audience`, signed once and reused until shortly
     /// before it expires.
     fn assertion(&self, session: &Session, audience: &str, now: i64) -> Option<Arc<str>> {
         let cfg = self.cfg.assertion.as_ref()?;
-        if let Some(jwt) = session.assertion(audience, now) {
+        let keys = self.keys.load();
+        if let Some(jwt) = session.assertion(audience, now, keys.generation) {
             return Some(jwt);
         }
-        let keys = self.keys.load();
         let signer = keys.signer.as_ref()?;
         match signer.sign(&session.claims, audience, &cfg.issuer, cfg.ttl_secs, now) {
             Ok((jwt, exp)) => {
@@ -258,6 +277,11 @@ impl Gate {
                     Assertion {
                         jwt: jwt.clone(),
                         refresh_at: exp - margin,
+                        key: keys
+                            .signer_id
+                            .clone()
+                            .unwrap_or_else(|| signer.kid().into()),
+                        generation: keys.generation,
                     },
                 );
                 Some(jwt)

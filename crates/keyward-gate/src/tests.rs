@@ -357,7 +357,7 @@ fn a_host_header_that_is_not_one_host_is_denied() {
 #[test]
 fn a_session_opened_with_replaced_keys_is_not_kept() {
     // The interleaving a miss can meet: the token is opened with the ring in force,
-    // set_keys retires its key and invalidates the cache, then the miss inserts.
+    // set_keys retires its key, then the miss inserts what it opened.
     let g = gate_with(ring(5));
     let t = token::seal(&claims("hal", &[]), &g.keys().ring).unwrap();
     let before = g.keys();
@@ -366,17 +366,83 @@ fn a_session_opened_with_replaced_keys_is_not_kept() {
     ring.rotate_session(NOW, &mut rng(9)).unwrap();
     ring.retire(&old, NOW).unwrap();
     g.set_keys(Keys::new(ring));
-    let opened = token::open(&t, &before.ring, NOW, 0).unwrap();
-    g.sessions
-        .insert(t.as_str().into(), Arc::new(Session::new(opened)));
-    g.forget_if_keys_changed(&t, &before);
-    assert!(g.sessions.get(t.as_str()).is_none());
+    let (opened, key) = token::open_with_key(&t, &before.ring, NOW, 0).unwrap();
+    let stale = Session::new(opened, key.into(), before.generation());
+    g.sessions.insert(t.as_str().into(), Arc::new(stale));
     assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Invalid);
-    // With the keys unchanged, the session stays cached.
-    let t = token::seal(&claims("hal", &[]), &g.keys().ring).unwrap();
-    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
-    g.forget_if_keys_changed(&t, &g.keys());
-    assert!(g.sessions.get(t.as_str()).is_some());
+    assert!(
+        g.sessions.get(t.as_str()).is_none(),
+        "and it left the cache"
+    );
+}
+
+#[test]
+fn a_rotation_keeps_the_cache_and_a_retirement_ends_only_its_keys_products() {
+    let g = gate_with(ring(5));
+    let first = g.keys().ring.active_session_key().unwrap().id().to_owned();
+    let first_signer = g
+        .keys()
+        .ring
+        .active_assertion_key()
+        .unwrap()
+        .id()
+        .to_owned();
+    // ring(5) after `steps` of: rotate both kinds; retire the first assertion key;
+    // retire the first session key.
+    let ring_after = |steps: usize| {
+        let mut ring = ring(5);
+        if steps >= 1 {
+            ring.rotate_session(NOW, &mut rng(9)).unwrap();
+            ring.rotate_assertion(NOW, &mut rng(10)).unwrap();
+        }
+        if steps >= 2 {
+            ring.retire(&first_signer, NOW).unwrap();
+        }
+        if steps >= 3 {
+            ring.retire(&first, NOW).unwrap();
+        }
+        Keys::new(ring)
+    };
+    let jwt = |t: &str, now| {
+        let r = req("/", Some(t));
+        text(&g.actions(&r, &g.decide(&r, now), now), "assertion").unwrap()
+    };
+    let header = |j: &str| j.split('.').next().unwrap().to_owned();
+    let t1 = token::seal(&claims("ivy", &[]), &g.keys().ring).unwrap();
+    let a1 = jwt(&t1, NOW);
+    let misses = g.metrics.cache_misses.get();
+
+    // Rotated: the cached session and its assertion stay in use.
+    g.set_keys(ring_after(1));
+    assert_eq!(jwt(&t1, NOW + 1), a1, "its key is still published");
+    assert_eq!(
+        g.metrics.cache_misses.get(),
+        misses,
+        "no miss after a rotation"
+    );
+    let t2 = token::seal(&claims("jay", &[]), &g.keys().ring).unwrap();
+    let a2 = jwt(&t2, NOW + 1);
+    assert_ne!(header(&a2), header(&a1), "new assertions name the new key");
+
+    // The first assertion key retired: the kept assertion is signed again, by the new
+    // key; the session stays cached.
+    g.set_keys(ring_after(2));
+    assert_eq!(header(&jwt(&t1, NOW + 2)), header(&a2));
+    assert_eq!(
+        g.metrics.cache_misses.get(),
+        misses + 1,
+        "t2's first request only"
+    );
+
+    // The first session key retired: its sessions end, the new key's stay cached.
+    g.set_keys(ring_after(3));
+    assert_eq!(verdict(&g, "/", Some(&t1), NOW + 3).1, Reason::Invalid);
+    assert_eq!(verdict(&g, "/", Some(&t2), NOW + 3).1, Reason::Ok);
+    assert_eq!(
+        g.metrics.cache_misses.get(),
+        misses + 2,
+        "t1 opened again, refused"
+    );
 }
 
 #[tokio::test]

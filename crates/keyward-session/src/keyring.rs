@@ -84,6 +84,14 @@ impl KeyRing {
             .find(|k| k.id == id && k.state.can_verify())
     }
 
+    /// Whether assertions signed by the assertion key `id` are still accepted (it is
+    /// active or verify-only, so the JWKS publishes it).
+    pub fn publishes_assertion_key(&self, id: &str) -> bool {
+        self.assertion
+            .iter()
+            .any(|k| k.id == id && k.state.can_verify())
+    }
+
     /// A new active session key; the previous one becomes verify-only since `now`.
     /// Returns the new key's id.
     pub fn rotate_session(

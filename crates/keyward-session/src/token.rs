@@ -89,6 +89,17 @@ pub fn seal(claims: &Claims, ring: &KeyRing) -> Result<String, TokenError> {
 /// `now` is unix seconds; `leeway` (seconds, negative counts as 0) absorbs clock skew
 /// between the node that sealed and the node that opens.
 pub fn open(token: &str, ring: &KeyRing, now: i64, leeway: i64) -> Result<Claims, TokenError> {
+    open_with_key(token, ring, now, leeway).map(|(claims, _)| claims)
+}
+
+/// [`open`], also returning the id of the session key that opened the token (a cache
+/// keeping the claims checks it is still trusted when the ring changes).
+pub fn open_with_key<'r>(
+    token: &str,
+    ring: &'r KeyRing,
+    now: i64,
+    leeway: i64,
+) -> Result<(Claims, &'r str), TokenError> {
     if token.len() > MAX_TOKEN_LEN || !token.starts_with(HEADER) {
         return Err(TokenError::Malformed);
     }
@@ -103,7 +114,7 @@ pub fn open(token: &str, ring: &KeyRing, now: i64, leeway: i64) -> Result<Claims
     let claims: Claims =
         serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Invalid)?;
     check_times(&claims, now, leeway)?;
-    Ok(claims)
+    Ok((claims, key.id()))
 }
 
 /// `{"kid":"…"}` and nothing else (serde would also take `["…"]` for a struct).
