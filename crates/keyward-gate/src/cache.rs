@@ -97,15 +97,13 @@ impl Session {
     }
 
     /// The assertion for `audience`, while it is still fresh at `now` and was signed
-    /// under (or checked against) the ring the session was last found trusted under.
-    /// One signed under an older ring by a request racing [`Session::trusted_under`]
-    /// is signed again.
-    pub fn assertion(&self, audience: &str, now: i64) -> Option<Arc<str>> {
+    /// under (or checked against) the ring of `generation`. One signed under an older
+    /// ring by a request racing [`Session::trusted_under`] is signed again.
+    pub fn assertion(&self, audience: &str, now: i64, generation: u64) -> Option<Arc<str>> {
         let kept = self
             .assertions
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let generation = self.generation.load(Ordering::Acquire);
         kept.iter()
             .find(|(aud, a)| &**aud == audience && now < a.refresh_at && a.generation == generation)
             .map(|(_, a)| a.jwt.clone())
@@ -198,12 +196,12 @@ mod tests {
         let s = session();
         assert_eq!(s.roles, "a,b");
         s.keep_assertion("one", asrt("j1", 50));
-        assert_eq!(s.assertion("one", 49).as_deref(), Some("j1"));
-        assert_eq!(s.assertion("one", 50), None, "stale at refresh_at");
-        assert_eq!(s.assertion("two", 10), None);
+        assert_eq!(s.assertion("one", 49, G).as_deref(), Some("j1"));
+        assert_eq!(s.assertion("one", 50, G), None, "stale at refresh_at");
+        assert_eq!(s.assertion("two", 10, G), None);
         // Re-signed: replaced in place.
         s.keep_assertion("one", asrt("j1b", 90));
-        assert_eq!(s.assertion("one", 60).as_deref(), Some("j1b"));
+        assert_eq!(s.assertion("one", 60, G).as_deref(), Some("j1b"));
         assert_eq!(s.assertions_kept(), 1);
         for (i, aud) in ["two", "three", "four"].into_iter().enumerate() {
             s.keep_assertion(aud, asrt(aud, 70 + i as i64));
@@ -212,15 +210,15 @@ mod tests {
         // A fifth host replaces the one that goes stale first ("two", at 70).
         s.keep_assertion("five", asrt("j5", 95));
         assert_eq!(s.assertions_kept(), MAX_AUDIENCES);
-        assert_eq!(s.assertion("two", 0), None);
-        assert_eq!(s.assertion("five", 0).as_deref(), Some("j5"));
-        assert_eq!(s.assertion("one", 0).as_deref(), Some("j1b"));
+        assert_eq!(s.assertion("two", 0, G), None);
+        assert_eq!(s.assertion("five", 0, G).as_deref(), Some("j5"));
+        assert_eq!(s.assertion("one", 0, G).as_deref(), Some("j1b"));
     }
 
     #[test]
     fn an_assertion_signed_under_an_older_ring_is_not_reused() {
         let s = session();
-        // Signed by a request still holding the ring before the session's last check.
+        // Signed by a request still holding the ring before the current one.
         s.keep_assertion(
             "one",
             Assertion {
@@ -228,9 +226,9 @@ mod tests {
                 ..asrt("old", 50)
             },
         );
-        assert_eq!(s.assertion("one", 0), None);
+        assert_eq!(s.assertion("one", 0, G), None);
         s.keep_assertion("one", asrt("new", 50));
-        assert_eq!(s.assertion("one", 0).as_deref(), Some("new"));
+        assert_eq!(s.assertion("one", 0, G).as_deref(), Some("new"));
     }
 
     #[test]

@@ -263,10 +263,10 @@ impl Gate {
     /// before it expires.
     fn assertion(&self, session: &Session, audience: &str, now: i64) -> Option<Arc<str>> {
         let cfg = self.cfg.assertion.as_ref()?;
-        if let Some(jwt) = session.assertion(audience, now) {
+        let keys = self.keys.load();
+        if let Some(jwt) = session.assertion(audience, now, keys.generation) {
             return Some(jwt);
         }
-        let keys = self.keys.load();
         let signer = keys.signer.as_ref()?;
         match signer.sign(&session.claims, audience, &cfg.issuer, cfg.ttl_secs, now) {
             Ok((jwt, exp)) => {
