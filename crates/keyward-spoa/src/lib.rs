@@ -12,8 +12,8 @@
 //!
 //! Protocol choices (valid for HAProxy 2.6 through 3.x): reply version 2.0, announce no
 //! capability but `pipelining`, and that only where it is safe ([`Pipelining`]), FIN on
-//! every frame, never fragment, treat stream and frame ids as opaque, answer every NOTIFY
-//! even when the handler fails.
+//! every frame, never fragment, treat a NOTIFY's stream and frame ids as opaque (HELLO and
+//! DISCONNECT must carry 0 in both), answer every NOTIFY even when the handler fails.
 
 pub mod conn;
 pub mod handler;

@@ -150,6 +150,15 @@ fn decode_body(body: &[u8]) -> Result<Frame, ProtoError> {
     let rest = &rest[4..];
     let (rest, stream_id) = varint(rest, "stream-id")?;
     let (payload, frame_id) = varint(rest, "frame-id")?;
+    // HELLO and DISCONNECT belong to the connection, not to a stream: SPOP has them carry
+    // stream-id and frame-id 0, and a peer that sets either is not speaking it.
+    let connection_frame = matches!(frame_type, TYPE_HAPROXY_HELLO | TYPE_HAPROXY_DISCONNECT);
+    if connection_frame && (stream_id, frame_id) != (0, 0) {
+        return Err(ProtoError::invalid(format!(
+            "frame type {frame_type} must carry stream-id 0 and frame-id 0, \
+             not {stream_id} and {frame_id}"
+        )));
+    }
 
     match frame_type {
         TYPE_HAPROXY_HELLO => decode_hello(payload).map(Frame::Hello),

@@ -88,6 +88,32 @@ fn malformed_frames_get_the_matching_status() {
 }
 
 #[test]
+fn connection_frames_must_carry_zero_ids() {
+    let hello = peer::kv_list(&[
+        ("supported-versions", TypedData::String("2.0".into())),
+        ("max-frame-size", TypedData::UInt32(16_380)),
+        ("capabilities", TypedData::String("".into())),
+    ]);
+    let disconnect = peer::kv_list(&[
+        ("status-code", TypedData::UInt32(0)),
+        ("message", TypedData::String("bye".into())),
+    ]);
+    for (kind, payload) in [
+        (peer::HAPROXY_HELLO, &hello),
+        (peer::HAPROXY_DISCONNECT, &disconnect),
+    ] {
+        assert!(decode(&peer::frame(kind, 1, 0, 0, payload), 16_384).is_ok());
+        for (stream, frame) in [(1, 0), (0, 1), (u64::MAX, u64::MAX)] {
+            assert_eq!(
+                status_of(&peer::frame(kind, 1, stream, frame, payload), 16_384),
+                StatusCode::Invalid,
+                "type {kind} with ids ({stream}, {frame})"
+            );
+        }
+    }
+}
+
+#[test]
 fn hello_without_mandatory_items_names_what_is_missing() {
     let only = |pairs: &[(&str, TypedData)]| peer::frame(1, 1, 0, 0, &peer::kv_list(pairs));
     let v = || ("supported-versions", TypedData::String("2.0".into()));
