@@ -393,18 +393,34 @@ async fn websocket_upgrade_is_decided_like_any_request() {
 }
 
 #[tokio::test]
-async fn servlet_path_parameters_cannot_reach_a_stricter_rule() {
+async fn other_readings_of_a_path_cannot_reach_a_stricter_rule() {
     let s = stack().await;
     let dave = s.keyward.mint("dave", "dev", "10m", None);
     let hits = s.upstream.hits();
-    // Tomcat reads each as /admin/...; literally they fall under "app" or "health".
-    for path in ["/admin;x/users", "/app/..;/admin/"] {
+    // Literally each falls under "app" or "health"; to Tomcat (parameters dropped),
+    // nginx or WSGI (%2F decoded), IIS (%5C decoded, \ as /) or a case-insensitive
+    // router (IIS, ASP.NET Core, Express) each is /admin/... HAProxy sends the path
+    // to keyward as the client wrote it.
+    for path in [
+        "/admin;x/users",
+        "/app/..;/admin/",
+        "/app/..%2Fadmin",
+        "/app%2F..%2Fadmin/users",
+        "/app/..%5cadmin",
+        "/ADMIN/users",
+        "/Admin",
+    ] {
         let r = s
             .counts(&decision("deny", "forbidden"), s.as_user(path, &dave))
             .await;
         assert_eq!(r.status, 403, "{path}");
     }
-    for path in ["/healthz/..;/admin", "/healthz\\..\\admin"] {
+    for path in [
+        "/healthz/..;/admin",
+        "/healthz\\..\\admin",
+        "/healthz/..%2fadmin",
+        "/healthz/..%5Cadmin",
+    ] {
         let r = s.get(path, &[("Host", "app.test")]).await;
         assert_eq!(r.status, 401, "{path}: {r:?}");
     }
@@ -497,13 +513,8 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     }
     let sid = header_of(&s.as_user("/", &sess).await.body, "x-keyward-session").unwrap();
 
-    let out = s.keyward.cli(&["sessions", "revoke", "--session", &sid]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("in force on the local agent now"));
+    let out = s.keyward.cli_ok(&["sessions", "revoke", "--session", &sid]);
+    assert!(out.contains("in force on the local agent now"), "{out}");
     let r = s
         .counts(&decision("login", "revoked"), s.as_user("/", &sess))
         .await;
@@ -514,19 +525,10 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
         "only that session"
     );
 
-    assert!(
-        s.keyward
-            .cli(&["sessions", "revoke", "--device", "dev-f1"])
-            .status
-            .success()
-    );
+    s.keyward
+        .cli_ok(&["sessions", "revoke", "--device", "dev-f1"]);
     assert_eq!(s.as_user("/", &frank).await.status, 302);
-    assert!(
-        s.keyward
-            .cli(&["sessions", "revoke", "--user", "erin"])
-            .status
-            .success()
-    );
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "erin"]);
     assert_eq!(s.as_user("/", &other).await.status, 302);
     // Signing in again after the revocation works.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -574,12 +576,7 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
         }
         statuses
     });
-    let out = s.keyward.cli(&["keys", "rotate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.keyward.cli_ok(&["keys", "rotate"]);
     let statuses = traffic.await.unwrap();
     assert!(
         statuses.iter().all(|&c| c == 200),
@@ -602,19 +599,14 @@ async fn key_rotation_and_retirement_while_traffic_flows() {
     );
 
     // Retiring the old key ends the sessions it sealed; the new ones carry on.
-    let list = String::from_utf8_lossy(&s.keyward.cli(&["keys", "list"]).stdout).into_owned();
+    let list = s.keyward.cli_ok(&["keys", "list"]);
     let old_id = list
         .lines()
         .find(|l| l.starts_with("session") && l.contains("verify"))
         .and_then(|l| l.split_whitespace().last())
         .expect("a verify-only session key")
         .to_owned();
-    let out = s.keyward.cli(&["keys", "retire", &old_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.keyward.cli_ok(&["keys", "retire", &old_id]);
     eventually(Duration::from_secs(10), "retired key refused", || async {
         (s.as_user("/", &old).await.status == 302).then_some(())
     })

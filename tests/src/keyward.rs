@@ -86,12 +86,7 @@ file = "{d}/audit.jsonl"
             portal,
             proc: None,
         };
-        let out = k.cli(&["keys", "generate"]);
-        assert!(
-            out.status.success(),
-            "keys generate: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        k.cli_ok(&["keys", "generate"]);
         k.restart().await;
         k
     }
@@ -152,6 +147,21 @@ file = "{d}/audit.jsonl"
             .expect("run keyward")
     }
 
+    /// [`Self::cli`] that must succeed; returns its standard output. A failure shows
+    /// the command, its exit status and its standard error.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "keyward {}: {}\nstderr: {}\nstdout: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `keyward token mint`; returns the token.
     pub fn mint(&self, user: &str, roles: &str, ttl: &str, device: Option<&str>) -> String {
         let mut args = vec![
@@ -160,13 +170,7 @@ file = "{d}/audit.jsonl"
         if let Some(d) = device {
             args.extend(["--device", d]);
         }
-        let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "mint: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.cli_ok(&args).trim().to_owned()
     }
 
     /// The value of one series in /metrics (0 when absent), e.g.

@@ -6,11 +6,13 @@
 //! equivalent to their decoded form) are decoded, so `/%61dmin` is matched as `/admin`;
 //! repeated slashes are collapsed and `.` / `..` segments are resolved (RFC 3986
 //! `remove_dot_segments`). Reserved escapes stay: `%2f` stays `%2f`, so
-//! `/public/..%2fadmin` is one segment `..%2fadmin` under `/public/`, as most upstream
-//! servers see it.
+//! `/public/..%2fadmin` is one segment `..%2fadmin` under `/public/`, as RFC 3986 and
+//! most upstream servers see it.
 //!
-//! A path with `;` or `\` has a second reading, [`lenient_reading`], that some upstreams
-//! act on; the policy decides on both and keeps the stricter answer.
+//! Some upstreams read a path another way: servlet containers drop `;parameters`, IIS
+//! takes `\` for `/`, nginx and WSGI servers decode `%2F` before routing. A path where
+//! that makes a difference has [`other_readings`]; the policy decides on every reading
+//! and keeps the stricter answer.
 
 use std::borrow::Cow;
 
@@ -56,6 +58,79 @@ pub fn lenient_reading(raw: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// What a server that decodes escaped slashes before routing reads (nginx, and the
+/// `PATH_INFO` of WSGI and CGI): `%2F` as `/` and `%5C` as `\`. `None` when the path
+/// has neither escape. Other escapes are kept whole, so `%252F` stays `%252F`.
+pub fn decoded_slashes(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    let slash_at = |i: usize| escaped_slash(&b[i..]).is_some();
+    if !(0..b.len()).any(slash_at) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(v) = escaped_slash(&b[i..]) {
+            out.push(v);
+            i += 3;
+        } else if b[i] == b'%'
+            && b.len() - i >= 3
+            && hex(b[i + 1]).is_some()
+            && hex(b[i + 2]).is_some()
+        {
+            // Another escape, kept whole: its hex digits are not read again.
+            out.extend_from_slice(&b[i..i + 3]);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII triplets were replaced by ASCII bytes: still valid UTF-8.
+    Some(String::from_utf8(out).unwrap_or_else(|_| raw.to_owned()))
+}
+
+/// The byte a `%2F` or `%5C` (any case) at the start of `b` encodes.
+fn escaped_slash(b: &[u8]) -> Option<u8> {
+    match b {
+        [b'%', b'2', l, ..] if l.eq_ignore_ascii_case(&b'f') => Some(b'/'),
+        [b'%', b'5', l, ..] if l.eq_ignore_ascii_case(&b'c') => Some(b'\\'),
+        _ => None,
+    }
+}
+
+/// Every normalized path, other than `normalize_path(raw)` itself, that some upstream
+/// routes `raw` on: the servlet and IIS reading ([`lenient_reading`]), the decoding
+/// reading ([`decoded_slashes`]), and both in either order (IIS decodes before it reads
+/// `\`; Tomcat, when allowed to decode `%2F` at all, drops parameters first). Distinct,
+/// and empty without allocating for a path with no `;`, `\`, `%2F` or `%5C`, which is
+/// every path on most sites.
+pub fn other_readings(raw: &str) -> Vec<String> {
+    let mut readings: Vec<String> = Vec::new();
+    if !raw.bytes().any(|b| matches!(b, b';' | b'\\' | b'%')) {
+        return readings;
+    }
+    let servlet = lenient_reading(raw);
+    let decoded = decoded_slashes(raw);
+    if servlet.is_none() && decoded.is_none() {
+        return readings;
+    }
+    let literal = normalize_path(raw);
+    let candidates = [
+        decoded.as_deref().and_then(lenient_reading),
+        servlet.as_deref().and_then(decoded_slashes),
+        servlet,
+        decoded,
+    ];
+    for reading in candidates.into_iter().flatten() {
+        let normal = normalize_path(&reading).into_owned();
+        if normal != *literal && !readings.contains(&normal) {
+            readings.push(normal);
+        }
+    }
+    readings
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -260,6 +335,41 @@ mod tests {
         assert_eq!(norm("/a/.../b"), "/a/.../b");
         assert_eq!(norm("/a/..b/c."), "/a/..b/c.");
         assert_eq!(norm("/a/%2e%2e%2e"), "/a/...");
+    }
+
+    #[test]
+    fn decoded_slashes_decode_only_escaped_slashes_once() {
+        assert_eq!(decoded_slashes("/a/b"), None);
+        assert_eq!(decoded_slashes("/a%20b%3F"), None);
+        assert_eq!(decoded_slashes("/a%2fb%2Fc").as_deref(), Some("/a/b/c"));
+        assert_eq!(decoded_slashes("/a%5cb%5C").as_deref(), Some("/a\\b\\"));
+        // The escape of `%` is kept whole, so its digits are not read as `2F`.
+        assert_eq!(decoded_slashes("/a%252Fb"), None);
+        assert_eq!(decoded_slashes("/a%25%2Fb").as_deref(), Some("/a%25/b"));
+        assert_eq!(decoded_slashes("/%2").as_deref(), None);
+        assert_eq!(decoded_slashes("/%%2F").as_deref(), Some("/%/"));
+    }
+
+    #[test]
+    fn other_readings_are_distinct_normal_and_not_the_literal_one() {
+        assert!(other_readings("/admin/users").is_empty());
+        assert!(other_readings("/a%20b").is_empty());
+        assert_eq!(other_readings("/a;"), ["/a"]);
+        // Readings that come out the same as the literal one are left out.
+        assert!(other_readings("/a;x/../b").is_empty());
+        assert_eq!(other_readings("/a/b;"), ["/a/b"]);
+        assert!(other_readings("/a/./b%2F").contains(&"/a/b/".to_owned()));
+        assert_eq!(other_readings("/public/a%2Fb"), ["/public/a/b"]);
+        // Parameters dropped after decoding (IIS order), decoding with the parameter
+        // kept (nginx), parameters dropped first (Tomcat: here nothing is left to
+        // decode, and that reading is the servlet one).
+        assert_eq!(
+            other_readings("/public/..;x%2f..%2fadmin"),
+            ["/admin", "/", "/public/admin"]
+        );
+        // The same reading by two routes is listed once.
+        assert_eq!(other_readings("/a\\b"), ["/a/b"]);
+        assert_eq!(other_readings("/a%5Cb"), ["/a/b", "/a\\b"]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use crate::error::PolicyError;
 use crate::file;
-use crate::path::{lenient_reading, normalize_path};
-use crate::rule::{Access, Rule, Shortfall};
+use crate::path::{normalize_path, other_readings};
+use crate::rule::{Access, PathMatch, Rule, Shortfall};
 use crate::verdict::{Decision, Reason, RequestFacts, SessionState, Verdict};
 
 /// A loaded route policy: an ordered list of rules.
@@ -55,22 +55,22 @@ impl Policy {
     /// `forbidden`), the device class (`deny`, `device_not_allowed`) and the age of the
     /// login (`login`, `stale_auth`), in that order.
     ///
-    /// A path that an upstream could read another way (see [`lenient_reading`]) is
-    /// decided under both readings, and the stricter verdict stands.
+    /// A path that an upstream could read another way (see [`other_readings`]) is
+    /// decided under every reading, and each reading both as written and ignoring ASCII
+    /// case (as case-insensitive upstreams route it); the strictest verdict stands.
     pub fn evaluate(&self, req: &RequestFacts<'_>, session: SessionState<'_>, now: i64) -> Verdict {
         let path = normalize_path(req.path);
-        let verdict = self.evaluate_path(req, &path, session, now);
-        let Some(lenient) = lenient_reading(req.path) else {
-            return verdict;
-        };
-        let other = normalize_path(&lenient);
-        if other == path {
-            return verdict;
+        let mut verdict = self.evaluate_path(req, &path, session, now);
+        for other in other_readings(req.path) {
+            verdict = stricter(verdict, self.evaluate_path(req, &other, session, now));
         }
-        stricter(verdict, self.evaluate_path(req, &other, session, now))
+        verdict
     }
 
-    /// [`Policy::evaluate`] for one normalized reading of the path.
+    /// [`Policy::evaluate`] for one normalized reading of the path: the stricter of the
+    /// first rule that matches it as written and the first that matches it ignoring
+    /// case. Both come out of one pass; when they are the same rule (every request whose
+    /// path is written in the case of the rules) it is decided once.
     fn evaluate_path(
         &self,
         req: &RequestFacts<'_>,
@@ -79,12 +79,30 @@ impl Policy {
         now: i64,
     ) -> Verdict {
         let src = req.src.map(|ip| ip.to_canonical());
-        let Some((index, rule)) = self
-            .rules
-            .iter()
-            .enumerate()
-            .find(|(_, rule)| rule.matches(req.host, path, req.method, src))
-        else {
+        let mut ignoring_case = None;
+        let mut exact = None;
+        for (index, rule) in self.rules.iter().enumerate() {
+            match rule.matches(req.host, path, req.method, src) {
+                PathMatch::Exact => {
+                    exact = Some(index);
+                    break;
+                }
+                PathMatch::IgnoringCase => {
+                    ignoring_case = ignoring_case.or(Some(index));
+                }
+                PathMatch::No => {}
+            }
+        }
+        let verdict = self.decide(exact, session, now);
+        match ignoring_case {
+            None => verdict,
+            Some(index) => stricter(verdict, self.decide(Some(index), session, now)),
+        }
+    }
+
+    /// The verdict of the rule at `index` (`None`: no rule matched) for this session.
+    fn decide(&self, index: Option<usize>, session: SessionState<'_>, now: i64) -> Verdict {
+        let Some((index, rule)) = index.map(|i| (i, &self.rules[i])) else {
             return Verdict {
                 decision: Decision::Deny,
                 reason: Reason::Forbidden,

@@ -64,20 +64,51 @@ pub(crate) enum Shortfall {
     StaleAuth,
 }
 
+/// How a rule's paths match a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathMatch {
+    No,
+    /// A prefix matches as written.
+    Exact,
+    /// A prefix matches only when ASCII case is ignored, as a case-insensitive
+    /// upstream (IIS, ASP.NET Core, Express by default) routes it.
+    IgnoringCase,
+}
+
 impl Rule {
-    /// Whether the request falls under this rule. `path` is already normalized and
-    /// `src` already canonical (IPv4-mapped addresses as IPv4).
+    /// Whether the request falls under this rule, and how its path does. `path` is
+    /// already normalized and `src` already canonical (IPv4-mapped addresses as IPv4).
     pub(crate) fn matches(
         &self,
         host: &str,
         path: &str,
         method: &str,
         src: Option<IpAddr>,
-    ) -> bool {
-        self.matches_host(host)
-            && self.matches_path(path)
-            && self.matches_method(method)
-            && self.matches_source(src)
+    ) -> PathMatch {
+        if !self.matches_host(host) {
+            return PathMatch::No;
+        }
+        let path_match = self.matches_path(path);
+        if path_match == PathMatch::No || !self.matches_method(method) || !self.matches_source(src)
+        {
+            return PathMatch::No;
+        }
+        path_match
+    }
+
+    /// How the rule's paths match `path`: `Exact` when any prefix matches as written.
+    fn matches_path(&self, path: &str) -> PathMatch {
+        if self.paths.is_empty() || self.paths.iter().any(|p| path_has_prefix(path, p)) {
+            PathMatch::Exact
+        } else if self
+            .paths
+            .iter()
+            .any(|p| path_has_prefix_ignoring_case(path, p))
+        {
+            PathMatch::IgnoringCase
+        } else {
+            PathMatch::No
+        }
     }
 
     fn matches_host(&self, host: &str) -> bool {
@@ -91,10 +122,6 @@ impl Rule {
                 .host_suffixes
                 .iter()
                 .any(|suffix| host_has_suffix(host, suffix))
-    }
-
-    fn matches_path(&self, path: &str) -> bool {
-        self.paths.is_empty() || self.paths.iter().any(|p| path_has_prefix(path, p))
     }
 
     fn matches_method(&self, method: &str) -> bool {
@@ -123,6 +150,16 @@ pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
         None => false,
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
     }
+}
+
+/// [`path_has_prefix`] with ASCII letters compared without case.
+fn path_has_prefix_ignoring_case(path: &str, prefix: &str) -> bool {
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    if path.len() < prefix.len() || !path[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return false;
+    }
+    let rest = &path[prefix.len()..];
+    prefix.ends_with(b"/") || rest.is_empty() || rest[0] == b'/'
 }
 
 impl Requirements {

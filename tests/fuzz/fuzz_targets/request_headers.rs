@@ -6,7 +6,7 @@
 use keyward_gate::credential;
 use keyward_gate::request::normalize_host;
 use keyward_gate::{AccessRequest, MAX_RETURN_URL};
-use keyward_policy::normalize_path;
+use keyward_policy::{normalize_path, other_readings};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +19,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(normalize_host(&host), host);
     let path = normalize_path(&text).into_owned();
     assert_eq!(normalize_path(&path), path.as_str());
+    // Every other reading is normal, distinct, and not the literal one.
+    let readings = other_readings(&text);
+    assert!(readings.len() <= 4);
+    for (i, reading) in readings.iter().enumerate() {
+        assert_eq!(normalize_path(reading), reading.as_str());
+        assert_ne!(*reading, path);
+        assert!(!readings[..i].contains(reading));
+    }
     let req = AccessRequest {
         host_header: a.into(),
         path: b.into(),

@@ -2,6 +2,7 @@
 //! whole policy, and first-match-wins ordering.
 
 use super::*;
+use crate::path::lenient_reading;
 use keyward_session::{AuthMethod, Claims};
 use std::net::IpAddr;
 
@@ -256,8 +257,8 @@ fn paths_are_normalized_and_segment_aware() {
     assert_eq!(rule("/public/%2e%2e/admin"), Some(1));
     assert_eq!(rule("//public/x"), Some(0));
     assert_eq!(rule("/x/../public/y"), Some(0));
-    // Only dots are decoded: this stays one segment under /public/.
-    assert_eq!(rule("/public/..%2fadmin"), Some(0));
+    // One segment under /public/ as written, but /admin to nginx: "rest" decides.
+    assert_eq!(rule("/public/..%2fadmin"), Some(1));
 }
 
 #[test]
@@ -320,6 +321,117 @@ fn parameters_and_backslashes_are_decided_under_both_readings() {
     assert_eq!(
         decide("/admin%3bx", SessionState::Valid(&dev)),
         (Allow, Some(2))
+    );
+}
+
+#[test]
+fn escaped_slashes_are_decided_as_decoding_upstreams_read_them() {
+    use Decision::*;
+    let p = Policy::from_toml(
+        r#"
+        [[rule]]
+        name = "public"
+        paths = ["/public/"]
+        access = "public"
+        [[rule]]
+        name = "admin"
+        paths = ["/admin"]
+        access = "roles"
+        roles = ["admin"]
+        [[rule]]
+        name = "rest"
+        access = "authenticated"
+        "#,
+    )
+    .unwrap();
+    let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
+    let decide = |path, s| {
+        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
+        (v.decision, v.rule)
+    };
+    // Literally one segment under /public/; nginx and WSGI route /admin.
+    for path in [
+        "/public/..%2fadmin",
+        "/public/..%2Fadmin/x",
+        "/public%2f..%2f..%2fadmin",
+        "/public/%2e%2e%2fadmin",
+        // IIS decodes %5C and reads it as /.
+        "/public/..%5cadmin",
+        // Tomcat drops the parameter, then decodes.
+        "/public/..;x%2f..%2fadmin",
+    ] {
+        assert_eq!(decide(path, SessionState::None).0, Login, "{path}");
+        assert_eq!(
+            decide(path, SessionState::Valid(&dev)),
+            (Deny, Some(1)),
+            "{path}"
+        );
+    }
+    // An escaped slash that stays inside the rule changes nothing.
+    assert_eq!(
+        decide("/public/a%2Fb", SessionState::None),
+        (Allow, Some(0))
+    );
+    // A double escape is data after one decoding: one segment under /public/.
+    assert_eq!(
+        decide("/public/..%252fadmin", SessionState::None),
+        (Allow, Some(0))
+    );
+}
+
+#[test]
+fn paths_are_also_decided_ignoring_case() {
+    use Decision::*;
+    let p = Policy::from_toml(
+        r#"
+        [[rule]]
+        name = "public"
+        paths = ["/public/", "/Docs"]
+        access = "public"
+        [[rule]]
+        name = "admin"
+        paths = ["/admin"]
+        access = "roles"
+        roles = ["admin"]
+        [[rule]]
+        name = "rest"
+        access = "authenticated"
+        "#,
+    )
+    .unwrap();
+    let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
+    let admin = claims(&["admin"], AuthMethod::Passkey, None, 60);
+    let decide = |path, s| {
+        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
+        (v.decision, v.rule)
+    };
+    // IIS, ASP.NET Core and Express serve /admin for these.
+    for path in ["/ADMIN", "/Admin/users", "/aDmIn/", "/x/../ADMIN"] {
+        assert_eq!(
+            decide(path, SessionState::Valid(&dev)),
+            (Deny, Some(1)),
+            "{path}"
+        );
+        assert_eq!(
+            decide(path, SessionState::Valid(&admin)),
+            (Allow, Some(2)),
+            "{path}: allowed both ways, the rule that matches as written"
+        );
+    }
+    // Case-insensitive upstreams do not make a stricter rule looser: /PUBLIC/x falls
+    // under "rest" as written and "public" ignoring case, and "rest" stands.
+    assert_eq!(decide("/PUBLIC/x", SessionState::None), (Login, Some(2)));
+    // The prefix is still segment-aware, and rule paths keep their own case.
+    assert_eq!(
+        decide("/ADMINISTRATOR", SessionState::Valid(&dev)),
+        (Allow, Some(2))
+    );
+    assert_eq!(decide("/Docs/x", SessionState::None), (Allow, Some(0)));
+    assert_eq!(decide("/docs/x", SessionState::None), (Login, Some(2)));
+    // Escapes and case together.
+    assert_eq!(
+        decide("/public/..%2FADMIN", SessionState::Valid(&dev)),
+        (Deny, Some(1))
     );
 }
 
