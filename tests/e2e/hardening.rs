@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keyward_spoa::StatusCode;
 use keyward_spoa::peer::{self, AgentFrame};
+use keyward_spoa::{StatusCode, TypedData};
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
 use keyward_tests::http::{Response, get};
@@ -530,6 +530,90 @@ async fn slowloris_spop_connections_do_not_starve_haproxy() {
         rss1 < rss0 + 50 * KIB_PER_MIB,
         "keyward RSS grew from {rss0} KiB to {rss1} KiB"
     );
+}
+
+/// SPOP peers that handshake, then write NOTIFYs whose ACKs are as large (the app's own
+/// cookies come back in `txn.keyward.cookie`) and never read one. Each could otherwise
+/// make keyward buffer some 500 KiB; with `max_buffer_mib = 4` they share 4 MiB, each
+/// keeps its own 32 KiB, and HAProxy's connections are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spop_peers_that_never_read_hold_only_the_buffer_pool() {
+    const PEERS: usize = 100;
+    const POOL_MIB: f64 = 4.0;
+    let k = Keyward::start_spoa(APP, "max_buffer_mib = 4", "").await;
+    let (haproxy, _upstream) = front(&k).await;
+    let addr = haproxy.addr;
+    let cookie = session(&k.mint("alice", "dev", "10m", None));
+    let valid = || async { get(addr, "/", &[("Cookie", &cookie), BROWSER]).await };
+    eventually(Duration::from_secs(10), "a first decision", || async {
+        valid().await.ok().filter(|r| forwarded_as(r, "alice"))
+    })
+    .await;
+    let rss0 = k.rss_kib();
+
+    let own_cookies = format!("prefs={}; {cookie}", noise(7, 6_000));
+    let notify = peer::notify(
+        1,
+        1,
+        "keyward-request",
+        &[
+            ("cookie", TypedData::String(own_cookies.as_str().into())),
+            ("host", TypedData::String("app.test".into())),
+            ("path", TypedData::String("/".into())),
+            ("method", TypedData::String("GET".into())),
+        ],
+    );
+    let mut floods = Vec::new();
+    for _ in 0..PEERS {
+        let mut c = TcpStream::connect(k.spoa).await.expect("connect to SPOA");
+        c.write_all(&peer::hello(16_384, "pipelining", false))
+            .await
+            .unwrap();
+        let notify = notify.clone();
+        floods.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_secs(2), c.write_all(&notify)).await
+            {
+                sent += 1;
+            }
+            (c, sent)
+        }));
+    }
+    let mut conns = Vec::new();
+    for flood in floods {
+        conns.push(flood.await.unwrap());
+    }
+    let sent: usize = conns.iter().map(|(_, n)| n).sum();
+    let buffered = k.metric("keyward_spoa_buffer_bytes").await;
+    let rss1 = k.rss_kib();
+    // While they hold the pool, HAProxy's own connections are served from their share.
+    for _ in 0..20 {
+        let r = valid().await.expect("request during the flood");
+        assert!(forwarded_as(&r, "alice"), "{r:?}");
+    }
+    eprintln!(
+        "{PEERS} SPOP peers that never read sent {sent} NOTIFYs; keyward buffers {:.1} MiB, \
+         RSS {rss0} KiB -> {rss1} KiB",
+        buffered / 1048576.0
+    );
+    // The pool, and per peer its own 32 KiB and the answers to one read past it.
+    let bound_mib = POOL_MIB + PEERS as f64 * 64.0 / 1024.0;
+    assert!(
+        buffered / 1048576.0 <= bound_mib,
+        "{buffered} bytes buffered; bound {bound_mib} MiB"
+    );
+    assert!(
+        rss1 < rss0 + (bound_mib as u64 + 20) * KIB_PER_MIB,
+        "keyward RSS grew from {rss0} KiB to {rss1} KiB"
+    );
+    drop(conns);
+    eventually(Duration::from_secs(10), "buffers given back", || async {
+        // HAProxy's own connections keep a few KiB each.
+        let b = k.metric("keyward_spoa_buffer_bytes").await;
+        (b < 1048576.0).then_some(())
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------

@@ -240,6 +240,8 @@ pub struct AuditConfig {
     pub file: Option<PathBuf>,
 }
 
+const MIB: usize = 1024 * 1024;
+
 /// `[spoa]`: the listener HAProxy's SPOE filter connects to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +251,9 @@ pub struct SpoaConfig {
     pub max_frame_size: u32,
     pub max_inflight: usize,
     pub max_connections: usize,
+    /// Read and write buffers of all SPOP connections together, in MiB, beyond which a
+    /// connection keeps to its own 32 KiB.
+    pub max_buffer_mib: usize,
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -276,6 +281,7 @@ impl Default for SpoaConfig {
             max_frame_size: l.max_frame_size,
             max_inflight: l.max_inflight,
             max_connections: l.max_connections,
+            max_buffer_mib: l.max_buffered / MIB,
             hello_timeout: l.hello_timeout,
             idle_timeout: l.idle_timeout,
             handler_timeout: l.handler_timeout,
@@ -299,6 +305,7 @@ impl SpoaConfig {
             max_frame_size: self.max_frame_size,
             max_inflight: self.max_inflight,
             max_connections: self.max_connections,
+            max_buffered: self.max_buffer_mib.saturating_mul(MIB),
             hello_timeout: self.hello_timeout,
             idle_timeout: self.idle_timeout,
             handler_timeout: self.handler_timeout,
@@ -479,6 +486,15 @@ impl Config {
             return Err(invalid(
                 "spoa.max_connections",
                 "must be at least 1 (default 8192)",
+            ));
+        }
+        if !(1..=1024 * 1024).contains(&s.max_buffer_mib) {
+            return Err(invalid(
+                "spoa.max_buffer_mib",
+                format!(
+                    "must be 1..=1048576 MiB (default 256), not {}",
+                    s.max_buffer_mib
+                ),
             ));
         }
         for (key, d) in [

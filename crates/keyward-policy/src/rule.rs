@@ -78,6 +78,7 @@ pub(crate) enum PathMatch {
 impl Rule {
     /// Whether the request falls under this rule, and how its path does. `path` is
     /// already normalized and `src` already canonical (IPv4-mapped addresses as IPv4).
+    #[inline]
     pub(crate) fn matches(
         &self,
         host: &str,
@@ -97,6 +98,7 @@ impl Rule {
     }
 
     /// How the rule's paths match `path`: `Exact` when any prefix matches as written.
+    #[inline]
     fn matches_path(&self, path: &str) -> PathMatch {
         if self.paths.is_empty() || self.paths.iter().any(|p| path_has_prefix(path, p)) {
             PathMatch::Exact

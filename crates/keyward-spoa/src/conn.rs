@@ -4,6 +4,14 @@
 //! Backpressure: with `max_inflight` handlers running, or too many reply bytes not yet
 //! taken by the peer, the connection stops reading. Memory per connection is bounded by
 //! one frame of input plus the in-flight answers.
+//!
+//! Memory across connections: each may hold [`OWN_BUFFERS`] of read and write buffers
+//! whatever the others do; growing beyond that takes from a pool shared by all of them
+//! (`Limits::max_buffered`). A connection that finds the pool spent reads only into the
+//! room it already has, and not at all while it is over its share, until the pool has
+//! room again. Buffers left empty give their memory back. So many peers
+//! that never read their ACKs hold at most the pool plus a small amount each, and
+//! every connection keeps being served from its own share.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -31,6 +39,20 @@ const COMPACT_AT: usize = 64 * 1024;
 
 /// How long a closing connection may take to flush its last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Read and write buffer bytes a connection may hold whatever the pool says.
+pub const OWN_BUFFERS: usize = 32 * 1024;
+
+/// The size each buffer starts at, and goes back to when it is empty and has grown
+/// beyond [`SHRINK_ABOVE`]. Small: HAProxy 2.6 keeps many idle agent connections under
+/// HTTP/2 concurrency.
+const INITIAL_BUFFER: usize = 2 * 1024;
+const SHRINK_ABOVE: usize = 16 * 1024;
+/// An empty buffer this large is given back even while the pool has plenty.
+const SHRINK_ALWAYS: usize = 64 * 1024;
+
+/// How often a connection that found the pool spent looks again.
+const POOL_RETRY: Duration = Duration::from_millis(200);
 
 /// How a connection ended, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +97,13 @@ where
     H: Handler,
 {
     let mut machine = Machine::new(limits.max_frame_size, limits.pipelining);
-    // Small to start: HAProxy 2.6 keeps many idle agent connections under HTTP/2
-    // concurrency; buffers grow when frames need it.
-    let mut rbuf = BytesMut::with_capacity(2 * 1024);
-    let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
+    // Buffers grow when frames need it, and shrink back once empty.
+    let mut rbuf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let mut out: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
+    let mut held = Held::new(metrics, rbuf.capacity() + out.capacity());
+    // The read buffer's allocation: `capacity()` counts only what is left after the
+    // frames already taken, so it is noted whenever we grow the buffer.
+    let mut rbuf_size = rbuf.capacity();
     let mut written = 0usize;
     let mut inflight = FuturesUnordered::new();
     let mut phase = Phase::Open;
@@ -162,12 +187,47 @@ where
             continue;
         }
 
-        let can_read = phase == Phase::Open
+        // Empty buffers that grew give their memory back: at once when they are large,
+        // and from any size once the pool is half spent. Below that, buffers that a
+        // busy connection fills again with the next batch are kept.
+        if rbuf.is_empty() && rbuf_size > SHRINK_ABOVE && held.shrink(rbuf_size, limits) {
+            rbuf = BytesMut::with_capacity(INITIAL_BUFFER);
+            rbuf_size = rbuf.capacity();
+        }
+        if pending == 0 && out.capacity() > SHRINK_ABOVE && held.shrink(out.capacity(), limits) {
+            out = Vec::with_capacity(INITIAL_BUFFER);
+            written = 0;
+        }
+        held.set(rbuf_size + out.capacity());
+
+        let mut starved = false;
+        let mut can_read = phase == Phase::Open
             && inflight.len() < limits.max_inflight
             && pending < WRITE_HIGH_WATER;
         if can_read {
-            reserve_for_next_frame(&mut rbuf, machine.max_frame_size());
+            let grow = growth_for_next_frame(&rbuf, machine.max_frame_size());
+            if held.may_grow(grow, limits.max_buffered) {
+                if grow > 0 {
+                    rbuf.reserve(grow);
+                    rbuf_size = rbuf_size.max(rbuf.capacity());
+                    held.set(rbuf_size + out.capacity());
+                }
+            } else if !held.may_grow(0, limits.max_buffered) || rbuf.capacity() == rbuf.len() {
+                // Over its share with the pool spent (what it reads would be answered
+                // into a growing write buffer), or no room to read into: wait for the
+                // pool.
+                can_read = false;
+                starved = true;
+            }
         }
+
+        // One timer: the deadline, or sooner for a connection waiting for the pool with
+        // nothing in flight (an ACK ending would wake it otherwise).
+        let wake = if starved && inflight.is_empty() {
+            deadline.min(Instant::now() + POOL_RETRY)
+        } else {
+            deadline
+        };
 
         tokio::select! {
             biased;
@@ -202,7 +262,11 @@ where
             () = shutdown.cancelled(), if phase == Phase::Open => {
                 phase = Phase::Draining;
             }
-            () = sleep_until(deadline), if inflight.is_empty() || phase == Phase::Flushing => {
+            () = sleep_until(wake), if inflight.is_empty() || phase == Phase::Flushing => {
+                if wake < deadline {
+                    // Only a connection waiting for the pool wakes early: look again.
+                    continue;
+                }
                 if phase == Phase::Flushing {
                     break;
                 }
@@ -220,8 +284,9 @@ where
     end
 }
 
-/// Makes room to read: the rest of a frame whose length is known, or a chunk.
-fn reserve_for_next_frame(rbuf: &mut BytesMut, max_frame_size: u32) {
+/// How many bytes to reserve before reading (0: there is room): the rest of a frame
+/// whose length is known, or a chunk.
+fn growth_for_next_frame(rbuf: &BytesMut, max_frame_size: u32) -> usize {
     let want = match rbuf.get(..4) {
         Some(p) => {
             let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]).min(max_frame_size) as usize;
@@ -230,7 +295,56 @@ fn reserve_for_next_frame(rbuf: &mut BytesMut, max_frame_size: u32) {
         None => 4096,
     };
     if rbuf.capacity() - rbuf.len() < want.min(16 * 1024) {
-        rbuf.reserve(want.clamp(4096, 64 * 1024));
+        want.clamp(4096, 64 * 1024)
+    } else {
+        0
+    }
+}
+
+/// The buffer bytes one connection holds, counted in the pool's gauge
+/// (`keyward_spoa_buffer_bytes`), which is the pool: every connection adds what it
+/// holds, and takes it out again when it ends.
+struct Held<'a> {
+    pool: &'a prometheus::IntGauge,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    fn new(metrics: &'a Metrics, bytes: usize) -> Self {
+        metrics.buffer_bytes.add(bytes as i64);
+        Self {
+            pool: &metrics.buffer_bytes,
+            bytes,
+        }
+    }
+
+    /// Records that the connection now holds `bytes`; touches the shared gauge only
+    /// when that changed.
+    fn set(&mut self, bytes: usize) {
+        if bytes != self.bytes {
+            self.pool.add(bytes as i64 - self.bytes as i64);
+            self.bytes = bytes;
+        }
+    }
+
+    /// Whether an empty buffer of `size` (more than `SHRINK_ABOVE`) should be given
+    /// back now.
+    fn shrink(&self, size: usize, limits: &Limits) -> bool {
+        size > SHRINK_ALWAYS
+            || usize::try_from(self.pool.get()).unwrap_or(0) > limits.max_buffered / 2
+    }
+
+    /// Whether the connection may grow by `more`: within its own share, or while the
+    /// pool (all connections together) stays within `max`.
+    fn may_grow(&self, more: usize, max: usize) -> bool {
+        self.bytes + more <= OWN_BUFFERS
+            || usize::try_from(self.pool.get()).unwrap_or(0) + more <= max
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pool.sub(self.bytes as i64);
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::proto::Hello;
 
-pub use conn::{End, serve_connection};
+pub use conn::{End, OWN_BUFFERS, serve_connection};
 pub use handler::{Failure, Handler, HandlerError};
 pub use message::{Actions, ArgError, Message, Request, Value, VarValue};
 pub use metrics::Metrics;
@@ -48,6 +48,10 @@ pub struct Limits {
     pub max_inflight: usize,
     /// Open connections across all listeners; more are closed at once.
     pub max_connections: usize,
+    /// Read and write buffer bytes of all connections together, beyond which a
+    /// connection grows no further than its own share ([`OWN_BUFFERS`]) and reads only
+    /// into the room it has.
+    pub max_buffered: usize,
     /// Time allowed between accepting a connection and its HELLO.
     pub hello_timeout: Duration,
     /// A connection with no frame and nothing in flight for this long is disconnected.
@@ -127,6 +131,7 @@ impl Default for Limits {
             max_frame_size: 16_384,
             max_inflight: 64,
             max_connections: 8_192,
+            max_buffered: 256 * 1024 * 1024,
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             handler_timeout: Duration::from_millis(400),

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub tx_hello: IntCounter,
     pub tx_ack: IntCounter,
     pub inflight: IntGauge,
+    /// Read and write buffer bytes of all connections: the pool `max_buffered` caps.
+    pub buffer_bytes: IntGauge,
     pub handler_seconds: Histogram,
     disconnects: IntCounterVec,
     failures: IntCounterVec,
@@ -90,6 +92,10 @@ impl Metrics {
             tx_hello: sent.with_label_values(&["hello"]),
             tx_ack: sent.with_label_values(&["ack"]),
             inflight: gauge("notify_inflight", "NOTIFYs being handled")?,
+            buffer_bytes: gauge(
+                "buffer_bytes",
+                "Read and write buffer bytes held by all connections",
+            )?,
             handler_seconds,
             disconnects,
             failures,

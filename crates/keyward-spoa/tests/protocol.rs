@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use keyward_spoa::peer::{self, AgentFrame};
-use keyward_spoa::{Limits, StatusCode, TypedData};
+use keyward_spoa::{Limits, OWN_BUFFERS, StatusCode, TypedData};
 
 #[tokio::test]
 async fn hello_reply_announces_pipelining_only_and_negotiates_down() {
@@ -446,4 +446,98 @@ async fn a_peer_that_never_reads_acks_is_throttled_and_others_are_served() {
         other.recv().await.var("echo").map(text),
         Some("still served")
     );
+}
+
+#[tokio::test]
+async fn many_peers_that_never_read_hold_the_buffer_pool_and_no_more() {
+    use tokio::io::AsyncWriteExt;
+    const PEERS: usize = 60;
+    const POOL: usize = 1024 * 1024;
+    let agent = start(Limits {
+        max_inflight: 4,
+        max_buffered: POOL,
+        ..Limits::default()
+    })
+    .await;
+    // Each writes NOTIFYs whose ACKs are as large, and never reads one. Alone, each
+    // would buffer up to the 256 KiB write high-water mark: 15 MiB in all.
+    let frame = echo(1, 1, &"v".repeat(4_000));
+    let mut floods = Vec::new();
+    for _ in 0..PEERS {
+        let mut peer = Peer::handshake(agent.addr).await;
+        let frame = frame.clone();
+        floods.push(tokio::spawn(async move {
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_secs(2), peer.stream.write_all(&frame)).await
+            {
+            }
+            peer
+        }));
+    }
+    let mut peers = Vec::new();
+    for flood in floods {
+        peers.push(flood.await.unwrap());
+    }
+    let held = agent.metrics.buffer_bytes.get() as usize;
+    // The pool, plus per peer its own share and the answers to one read past it.
+    // Without the pool this was 32 MiB.
+    let bound = POOL + PEERS * (OWN_BUFFERS + 32 * 1024);
+    eprintln!("{PEERS} peers that never read hold {held} bytes of buffers (bound {bound})");
+    assert!(held <= bound, "{held} bytes buffered, bound {bound}");
+    assert!(held >= POOL, "the pool was used: {held}");
+    // A new connection is served from its own share.
+    let mut other = Peer::handshake(agent.addr).await;
+    other.send(&echo(9, 9, "still served")).await;
+    assert_eq!(
+        other.recv().await.var("echo").map(text),
+        Some("still served")
+    );
+    // Closed connections give everything back.
+    drop(peers);
+    drop(other);
+    let gauge = agent.metrics.buffer_bytes.clone();
+    tokio::time::timeout(Duration::from_secs(10), async move {
+        while gauge.get() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("buffers given back when the connections closed");
+}
+
+#[tokio::test]
+async fn a_connection_waiting_for_the_pool_resumes_when_it_is_given_back() {
+    use tokio::io::AsyncWriteExt;
+    let agent = start(Limits {
+        max_inflight: 4,
+        max_frame_size: 128 * 1024,
+        max_buffered: 256 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    // One peer that never reads takes the whole pool.
+    let mut flood = Peer::handshake(agent.addr).await;
+    let frame = echo(1, 1, &"v".repeat(4_000));
+    while let Ok(Ok(())) =
+        tokio::time::timeout(Duration::from_secs(1), flood.stream.write_all(&frame)).await
+    {}
+    assert!(agent.metrics.buffer_bytes.get() as usize >= 256 * 1024);
+
+    // A frame larger than a connection's own share needs the pool: it waits.
+    let mut big = Peer::connect(agent.addr).await;
+    big.send(&peer::hello(128 * 1024, "", false)).await;
+    assert!(matches!(big.recv().await, AgentFrame::Hello { .. }));
+    let value = "b".repeat(OWN_BUFFERS + 20_000);
+    big.send(&echo(2, 2, &value)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(600), big.try_recv())
+            .await
+            .is_err(),
+        "answered while the pool was spent"
+    );
+
+    // The flood ends; its buffers go back, and the waiting frame is read and answered.
+    drop(flood);
+    let ack = big.recv().await;
+    assert_eq!(ack.var("echo").map(text), Some(value.as_str()));
 }
