@@ -53,26 +53,27 @@ pub struct AssertionConfig {
 #[derive(Debug)]
 pub struct Keys {
     pub ring: KeyRing,
-    pub signer: Option<AssertionSigner>,
+    /// The assertion signer and its key id, shared by the cached assertions it signed.
+    signer: Option<(AssertionSigner, Arc<str>)>,
     generation: u64,
-    /// The ids of the session keys and of the signer, shared by the cached sessions
-    /// and assertions that name them (a million sessions, one copy of each id).
+    /// The ids of the session keys, shared by the cached sessions that name them (a
+    /// million sessions, one copy of each id).
     session_key_ids: Vec<Arc<str>>,
-    signer_id: Option<Arc<str>>,
 }
 
 impl Keys {
     pub fn new(ring: KeyRing) -> Self {
-        let signer = AssertionSigner::new(&ring).ok();
+        let signer = AssertionSigner::new(&ring).ok().map(|s| {
+            let id = s.kid().into();
+            (s, id)
+        });
         let generation = ring.generation();
         let session_key_ids = ring.session_keys().iter().map(|k| k.id().into()).collect();
-        let signer_id = signer.as_ref().map(|s| s.kid().into());
         Self {
             ring,
             signer,
             generation,
             session_key_ids,
-            signer_id,
         }
     }
 
@@ -267,7 +268,7 @@ impl Gate {
         if let Some(jwt) = session.assertion(audience, now, keys.generation) {
             return Some(jwt);
         }
-        let signer = keys.signer.as_ref()?;
+        let (signer, signer_id) = keys.signer.as_ref()?;
         match signer.sign(&session.claims, audience, &cfg.issuer, cfg.ttl_secs, now) {
             Ok((jwt, exp)) => {
                 let margin = (cfg.ttl_secs / 5).clamp(1, 60);
@@ -277,10 +278,7 @@ impl Gate {
                     Assertion {
                         jwt: jwt.clone(),
                         refresh_at: exp - margin,
-                        key: keys
-                            .signer_id
-                            .clone()
-                            .unwrap_or_else(|| signer.kid().into()),
+                        key: signer_id.clone(),
                         generation: keys.generation,
                     },
                 );
