@@ -316,20 +316,22 @@ async fn run_soak(
         target.name
     );
     println!(
-        "| t (s) | req/s | p99 ms | errors | keyward RSS MiB | HAProxy RSS MiB | cached sessions |"
+        "| t (s) | req/s | p99 ms | errors | keyward RSS MiB | HAProxy RSS MiB | cached sessions | SPOP buffers KiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut elapsed = 0;
     while elapsed < seconds {
         let (s, errors) = run_wrk_counting(target, slice, connections, lua, env);
         elapsed += slice;
         let cached = kw.metric("keyward_session_cache_entries").await;
+        let buffers = kw.metric("keyward_spoa_buffer_bytes").await;
         println!(
-            "| {elapsed} | {:.0} | {:.3} | {errors} | {:.1} | {:.1} | {cached} |",
+            "| {elapsed} | {:.0} | {:.3} | {errors} | {:.1} | {:.1} | {cached} | {:.0} |",
             s.rps,
             s.p99,
             kw.rss_kib() as f64 / 1024.0,
             hp.proc().rss_kib().unwrap_or(0) as f64 / 1024.0,
+            buffers / 1024.0,
         );
     }
 }
