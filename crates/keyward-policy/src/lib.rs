@@ -32,6 +32,6 @@ mod rule;
 mod verdict;
 
 pub use error::PolicyError;
-pub use path::{decoded_slashes, lenient_reading, normalize_path, other_readings};
+pub use path::{decoded_slashes, habit_reading, lenient_reading, normalize_path, other_readings};
 pub use policy::Policy;
 pub use verdict::{Decision, Reason, RequestFacts, SessionState, Verdict};

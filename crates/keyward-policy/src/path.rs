@@ -39,20 +39,34 @@ pub fn normalize_path(raw: &str) -> Cow<'_, str> {
 /// servers that take `\` for `/` (IIS, some frameworks) read a path: each segment's
 /// `;parameters` dropped (`/admin;jsessionid=1` is `/admin`, and `/public/..;/admin` is
 /// `/admin`), and `\` as `/`. `None` when the path has neither `;` nor `\`, which
-/// is every path on most sites: then all upstreams read it alike.
+/// is every path on most sites: then all upstreams read it alike. Servers with only one
+/// of the two habits are [`habit_reading`].
 pub fn lenient_reading(raw: &str) -> Option<String> {
-    if !raw.bytes().any(|b| b == b';' || b == b'\\') {
+    habit_reading(raw, true, true)
+}
+
+/// `raw` as read by a server that drops each segment's `;parameters` (`parameters`:
+/// servlet containers) and/or takes `\` for `/` (`backslashes`: IIS, which keeps `;`;
+/// Jetty drops parameters but keeps `\`). `None` when that changes nothing.
+pub fn habit_reading(raw: &str, parameters: bool, backslashes: bool) -> Option<String> {
+    let has = |c: u8| raw.bytes().any(|b| b == c);
+    let changes = (parameters && has(b';')) || (backslashes && has(b'\\'));
+    if !changes {
         return None;
     }
     let mut out = String::with_capacity(raw.len());
     let mut in_parameters = false;
     for c in raw.chars() {
         match c {
-            '/' | '\\' => {
+            '/' => {
                 out.push('/');
                 in_parameters = false;
             }
-            ';' => in_parameters = true,
+            '\\' if backslashes => {
+                out.push('/');
+                in_parameters = false;
+            }
+            ';' if parameters => in_parameters = true,
             _ if in_parameters => {}
             _ => out.push(c),
         }
@@ -102,28 +116,34 @@ fn escaped_slash(b: &[u8]) -> Option<u8> {
 }
 
 /// Every normalized path, other than `normalize_path(raw)` itself, that some upstream
-/// routes `raw` on: the servlet and IIS reading ([`lenient_reading`]), the decoding
-/// reading ([`decoded_slashes`]), and both in either order (IIS decodes before it reads
-/// `\`; Tomcat, when allowed to decode `%2F` at all, drops parameters first). Distinct,
-/// and empty without allocating for a path with no `;`, `\`, `%2F` or `%5C`, which is
-/// every path on most sites.
+/// routes `raw` on. The habits are: `;parameters` dropped, `\` taken for `/` (each
+/// alone or both, see [`habit_reading`]), and escaped slashes decoded
+/// ([`decoded_slashes`]). A reading applies the decoding alone, the habits alone, or
+/// both in either order (IIS decodes before it reads `\`; Tomcat, when allowed to
+/// decode `%2F` at all, drops parameters first). Distinct, and empty without
+/// allocating for a path with no `;`, `\`, `%2F` or `%5C`, which is every path on most
+/// sites.
 pub fn other_readings(raw: &str) -> Vec<String> {
     let mut readings: Vec<String> = Vec::new();
     if !raw.bytes().any(|b| matches!(b, b';' | b'\\' | b'%')) {
         return readings;
     }
-    let servlet = lenient_reading(raw);
     let decoded = decoded_slashes(raw);
-    if servlet.is_none() && decoded.is_none() {
+    if decoded.is_none() && !raw.bytes().any(|b| matches!(b, b';' | b'\\')) {
         return readings;
     }
     let literal = normalize_path(raw);
-    let candidates = [
-        decoded.as_deref().and_then(lenient_reading),
-        servlet.as_deref().and_then(decoded_slashes),
-        servlet,
-        decoded,
-    ];
+    let mut candidates = vec![decoded.clone()];
+    for (parameters, backslashes) in [(true, true), (true, false), (false, true)] {
+        let habits = habit_reading(raw, parameters, backslashes);
+        candidates.push(
+            decoded
+                .as_deref()
+                .and_then(|d| habit_reading(d, parameters, backslashes)),
+        );
+        candidates.push(habits.as_deref().and_then(decoded_slashes));
+        candidates.push(habits);
+    }
     for reading in candidates.into_iter().flatten() {
         let normal = normalize_path(&reading).into_owned();
         if normal != *literal && !readings.contains(&normal) {
@@ -365,11 +385,19 @@ mod tests {
         // decode, and that reading is the servlet one).
         assert_eq!(
             other_readings("/public/..;x%2f..%2fadmin"),
-            ["/admin", "/", "/public/admin"]
+            ["/public/admin", "/admin", "/"]
+        );
+        // IIS: `\` as `/`, `;` kept (`..;` is a segment that `..` removes).
+        assert!(other_readings("/admin\\..;\\..\\secret").contains(&"/admin/secret".to_owned()));
+        assert!(other_readings("/admin%5C..;%5C..%5Csecret").contains(&"/admin/secret".to_owned()));
+        // Jetty: parameters dropped, `\` kept.
+        assert!(
+            other_readings("/pub/..;/admin/x\\..\\..\\..\\pub")
+                .contains(&"/admin/x\\..\\..\\..\\pub".to_owned())
         );
         // The same reading by two routes is listed once.
         assert_eq!(other_readings("/a\\b"), ["/a/b"]);
-        assert_eq!(other_readings("/a%5Cb"), ["/a/b", "/a\\b"]);
+        assert_eq!(other_readings("/a%5Cb"), ["/a\\b", "/a/b"]);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use keyward_policy::{
-    Decision, Policy, Reason, RequestFacts, SessionState, decoded_slashes, lenient_reading,
-    normalize_path, other_readings,
+    Decision, Policy, Reason, RequestFacts, SessionState, lenient_reading, normalize_path,
+    other_readings,
 };
 use keyward_session::{AuthMethod, Claims};
 use proptest::prelude::*;
@@ -303,6 +303,7 @@ proptest! {
             select(vec![
                 "admin", "public", "api", "ADMIN", "Public", "..", ".", ";", ";x=1", "..;",
                 "\\", "%3b", "%2f", "%2F", "..%2fadmin", "%5c", "%252f", "%2e%2e", "",
+                "admin\\..;", "\\..", "..;\\..", "%5c..;", "x\\..\\..",
             ]),
             0..8,
         ),
@@ -326,15 +327,23 @@ proptest! {
                 Decision::Deny => 2,
             }
         };
-        let servlet = |p: &str| lenient_reading(p).unwrap_or_else(|| p.to_owned());
-        let decoded = |p: &str| decoded_slashes(p).unwrap_or_else(|| p.to_owned());
+        // The upstreams' habits, written here independently of keyward's own code.
+        let params = |p: &str| {
+            p.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+        };
+        let backslashes = |p: &str| p.replace('\\', "/");
+        let decoded = |p: &str| {
+            p.replace("%2F", "/").replace("%2f", "/").replace("%5C", "\\").replace("%5c", "\\")
+        };
         let lower = |p: String| normalize_path(&p).to_ascii_lowercase();
         let upstreams = [
             ("RFC 3986, case-insensitive", lower(path.clone())),
-            ("servlet", lower(servlet(&path))),
-            ("nginx", lower(decoded(&path))),
-            ("IIS", lower(servlet(&decoded(&path)))),
-            ("Tomcat decoding %2F", lower(decoded(&servlet(&path)))),
+            ("Jetty (parameters)", lower(params(&path))),
+            ("servlet on Windows (parameters, backslashes)", lower(params(&backslashes(&path)))),
+            ("IIS (backslashes, ; kept)", lower(backslashes(&decoded(&path)))),
+            ("nginx, WSGI (escaped slashes)", lower(decoded(&path))),
+            ("Tomcat decoding %2F", lower(decoded(&params(&path)))),
+            ("servlet on IIS", lower(params(&backslashes(&decoded(&path))))),
         ];
         for (upstream, routed) in upstreams {
             // A path the upstream serves, sent plainly, so that it has one reading.

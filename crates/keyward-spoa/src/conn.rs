@@ -7,11 +7,11 @@
 //!
 //! Memory across connections: each may hold [`OWN_BUFFERS`] of read and write buffers
 //! whatever the others do; growing beyond that takes from a pool shared by all of them
-//! (`Limits::max_buffered`). A connection that finds the pool spent reads only into the
-//! room it already has, and not at all while it is over its share, until the pool has
-//! room again. Buffers left empty give their memory back. So many peers
-//! that never read their ACKs hold at most the pool plus a small amount each, and
-//! every connection keeps being served from its own share.
+//! (`Limits::max_buffered`). A connection over its share with the pool spent stops
+//! reading until the peer has taken its replies. The share always holds one frame and
+//! its answer, so no connection ever waits on another's memory. Buffers left empty give
+//! their memory back. So many peers that never read their ACKs hold at most the pool
+//! plus a small amount each, and every connection keeps being served from its own share.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -40,15 +40,15 @@ const COMPACT_AT: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Read and write buffer bytes a connection may hold whatever the pool says.
+/// Read and write buffer bytes a connection may hold whatever the pool says (or, for a
+/// larger negotiated max-frame-size, one frame and 8 KiB: every connection can always
+/// read and answer one frame on its own, so connections can never wait on each other).
 pub const OWN_BUFFERS: usize = 32 * 1024;
 
-/// The size each buffer starts at, and goes back to when it is empty and has grown
-/// beyond [`SHRINK_ABOVE`]. Small: HAProxy 2.6 keeps many idle agent connections under
-/// HTTP/2 concurrency.
+/// The size each buffer starts at, and goes back to when it is empty: at once when it
+/// grew beyond [`SHRINK_ALWAYS`], and from any size once the pool is half spent. Small:
+/// HAProxy 2.6 keeps many idle agent connections under HTTP/2 concurrency.
 const INITIAL_BUFFER: usize = 2 * 1024;
-const SHRINK_ABOVE: usize = 16 * 1024;
-/// An empty buffer this large is given back even while the pool has plenty.
 const SHRINK_ALWAYS: usize = 64 * 1024;
 
 /// How often a connection that found the pool spent looks again.
@@ -102,7 +102,7 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
     let mut held = Held::new(metrics, rbuf.capacity() + out.capacity());
     // The read buffer's allocation: `capacity()` counts only what is left after the
-    // frames already taken, so it is noted whenever we grow the buffer.
+    // frames already taken, so it is noted whenever the buffer is replaced.
     let mut rbuf_size = rbuf.capacity();
     let mut written = 0usize;
     let mut inflight = FuturesUnordered::new();
@@ -190,11 +190,11 @@ where
         // Empty buffers that grew give their memory back: at once when they are large,
         // and from any size once the pool is half spent. Below that, buffers that a
         // busy connection fills again with the next batch are kept.
-        if rbuf.is_empty() && rbuf_size > SHRINK_ABOVE && held.shrink(rbuf_size, limits) {
+        if rbuf.is_empty() && rbuf_size > INITIAL_BUFFER && held.shrink(rbuf_size, limits) {
             rbuf = BytesMut::with_capacity(INITIAL_BUFFER);
             rbuf_size = rbuf.capacity();
         }
-        if pending == 0 && out.capacity() > SHRINK_ABOVE && held.shrink(out.capacity(), limits) {
+        if pending == 0 && out.capacity() > INITIAL_BUFFER && held.shrink(out.capacity(), limits) {
             out = Vec::with_capacity(INITIAL_BUFFER);
             written = 0;
         }
@@ -205,19 +205,27 @@ where
             && inflight.len() < limits.max_inflight
             && pending < WRITE_HIGH_WATER;
         if can_read {
-            let grow = growth_for_next_frame(&rbuf, machine.max_frame_size());
-            if held.may_grow(grow, limits.max_buffered) {
-                if grow > 0 {
-                    rbuf.reserve(grow);
-                    rbuf_size = rbuf_size.max(rbuf.capacity());
-                    held.set(rbuf_size + out.capacity());
-                }
-            } else if !held.may_grow(0, limits.max_buffered) || rbuf.capacity() == rbuf.len() {
-                // Over its share with the pool spent (what it reads would be answered
-                // into a growing write buffer), or no room to read into: wait for the
-                // pool.
+            let own = OWN_BUFFERS.max(machine.max_frame_size() as usize + 8 * 1024);
+            if pending > 0 && !held.may_grow(0, own, limits.max_buffered) {
+                // Over its share with the pool spent, and replies waiting: the peer
+                // takes those first (the write that sends them wakes us).
                 can_read = false;
-                starved = true;
+            } else {
+                let grow = growth_for_next_frame(&rbuf, machine.max_frame_size());
+                if grow > 0 && !rbuf.try_reclaim(grow) {
+                    if held.may_grow(grow, own, limits.max_buffered) {
+                        // Exactly this much: `reserve` could double the allocation.
+                        let mut bigger = BytesMut::with_capacity(rbuf.len() + grow);
+                        bigger.extend_from_slice(&rbuf);
+                        rbuf = bigger;
+                        rbuf_size = rbuf.capacity();
+                        held.set(rbuf_size + out.capacity());
+                    } else if rbuf.capacity() == rbuf.len() {
+                        // No room, and none to be had until the pool has some again.
+                        can_read = false;
+                        starved = true;
+                    }
+                }
             }
         }
 
@@ -327,18 +335,16 @@ impl<'a> Held<'a> {
         }
     }
 
-    /// Whether an empty buffer of `size` (more than `SHRINK_ABOVE`) should be given
-    /// back now.
+    /// Whether an empty buffer of `size` should be given back now.
     fn shrink(&self, size: usize, limits: &Limits) -> bool {
         size > SHRINK_ALWAYS
             || usize::try_from(self.pool.get()).unwrap_or(0) > limits.max_buffered / 2
     }
 
-    /// Whether the connection may grow by `more`: within its own share, or while the
-    /// pool (all connections together) stays within `max`.
-    fn may_grow(&self, more: usize, max: usize) -> bool {
-        self.bytes + more <= OWN_BUFFERS
-            || usize::try_from(self.pool.get()).unwrap_or(0) + more <= max
+    /// Whether the connection may grow by `more`: within its own share (`own`), or
+    /// while the pool (all connections together) stays within `max`.
+    fn may_grow(&self, more: usize, own: usize, max: usize) -> bool {
+        self.bytes + more <= own || usize::try_from(self.pool.get()).unwrap_or(0) + more <= max
     }
 }
 

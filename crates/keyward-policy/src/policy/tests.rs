@@ -367,6 +367,15 @@ fn escaped_slashes_are_decided_as_decoding_upstreams_read_them() {
             "{path}"
         );
     }
+    // IIS takes `\` (and a decoded %5C) for `/` but keeps `;`: `..;` is a segment that
+    // the next `..` removes, so these are /admin/x to it.
+    for path in ["/admin\\..;\\..\\x", "/admin%5C..;%5C..%5Cx"] {
+        assert_eq!(
+            decide(path, SessionState::Valid(&dev)),
+            (Deny, Some(1)),
+            "{path}"
+        );
+    }
     // An escaped slash that stays inside the rule changes nothing.
     assert_eq!(
         decide("/public/a%2Fb", SessionState::None),
