@@ -89,11 +89,7 @@ pub fn decoded_slashes(raw: &str) -> Option<String> {
         if let Some(v) = escaped_slash(&b[i..]) {
             out.push(v);
             i += 3;
-        } else if b[i] == b'%'
-            && b.len() - i >= 3
-            && hex(b[i + 1]).is_some()
-            && hex(b[i + 2]).is_some()
-        {
+        } else if b[i] == b'%' && !bare_percent(&b[i..]) {
             // Another escape, kept whole: its hex digits are not read again.
             out.extend_from_slice(&b[i..i + 3]);
             i += 3;

@@ -49,8 +49,8 @@ pub struct Limits {
     /// Open connections across all listeners; more are closed at once.
     pub max_connections: usize,
     /// Read and write buffer bytes of all connections together, beyond which a
-    /// connection grows no further than its own share ([`OWN_BUFFERS`]) and reads only
-    /// into the room it has.
+    /// connection grows no further than its own share ([`OWN_BUFFERS`], or one frame
+    /// and 8 KiB if larger), and one over its share stops reading while replies wait.
     pub max_buffered: usize,
     /// Time allowed between accepting a connection and its HELLO.
     pub hello_timeout: Duration,

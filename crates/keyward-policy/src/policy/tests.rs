@@ -261,32 +261,35 @@ fn paths_are_normalized_and_segment_aware() {
     assert_eq!(rule("/public/..%2fadmin"), Some(1));
 }
 
+/// Rule 0 public (`/public/`, `/Docs`), rule 1 needs role admin (`/admin`), rule 2 any
+/// session: the policy the tests of other path readings decide against.
+const READINGS_POLICY: &str = r#"
+    [[rule]]
+    name = "public"
+    paths = ["/public/", "/Docs"]
+    access = "public"
+    [[rule]]
+    name = "admin"
+    paths = ["/admin"]
+    access = "roles"
+    roles = ["admin"]
+    [[rule]]
+    name = "rest"
+    access = "authenticated"
+"#;
+
+/// The decision and rule index for `path` under [`READINGS_POLICY`].
+fn decide(path: &str, s: SessionState<'_>) -> (Decision, Option<usize>) {
+    let p = Policy::from_toml(READINGS_POLICY).unwrap();
+    let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
+    (v.decision, v.rule)
+}
+
 #[test]
 fn parameters_and_backslashes_are_decided_under_both_readings() {
     use Decision::*;
-    let p = Policy::from_toml(
-        r#"
-        [[rule]]
-        name = "public"
-        paths = ["/public/"]
-        access = "public"
-        [[rule]]
-        name = "admin"
-        paths = ["/admin"]
-        access = "roles"
-        roles = ["admin"]
-        [[rule]]
-        name = "rest"
-        access = "authenticated"
-        "#,
-    )
-    .unwrap();
     let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
     let admin = claims(&["admin"], AuthMethod::Passkey, None, 60);
-    let decide = |path, s| {
-        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
-        (v.decision, v.rule)
-    };
     // Tomcat serves /admin/users for these; literally they fall under "rest".
     for path in ["/admin;x/users", "/admin;jsessionid=1", "/x/..;/admin/"] {
         assert_eq!(
@@ -327,28 +330,7 @@ fn parameters_and_backslashes_are_decided_under_both_readings() {
 #[test]
 fn escaped_slashes_are_decided_as_decoding_upstreams_read_them() {
     use Decision::*;
-    let p = Policy::from_toml(
-        r#"
-        [[rule]]
-        name = "public"
-        paths = ["/public/"]
-        access = "public"
-        [[rule]]
-        name = "admin"
-        paths = ["/admin"]
-        access = "roles"
-        roles = ["admin"]
-        [[rule]]
-        name = "rest"
-        access = "authenticated"
-        "#,
-    )
-    .unwrap();
     let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
-    let decide = |path, s| {
-        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
-        (v.decision, v.rule)
-    };
     // Literally one segment under /public/; nginx and WSGI route /admin.
     for path in [
         "/public/..%2fadmin",
@@ -391,29 +373,8 @@ fn escaped_slashes_are_decided_as_decoding_upstreams_read_them() {
 #[test]
 fn paths_are_also_decided_ignoring_case() {
     use Decision::*;
-    let p = Policy::from_toml(
-        r#"
-        [[rule]]
-        name = "public"
-        paths = ["/public/", "/Docs"]
-        access = "public"
-        [[rule]]
-        name = "admin"
-        paths = ["/admin"]
-        access = "roles"
-        roles = ["admin"]
-        [[rule]]
-        name = "rest"
-        access = "authenticated"
-        "#,
-    )
-    .unwrap();
     let dev = claims(&["dev"], AuthMethod::Passkey, None, 60);
     let admin = claims(&["admin"], AuthMethod::Passkey, None, 60);
-    let decide = |path, s| {
-        let v = p.evaluate(&req("h", path, "GET", ""), s, NOW);
-        (v.decision, v.rule)
-    };
     // IIS, ASP.NET Core and Express serve /admin for these.
     for path in ["/ADMIN", "/Admin/users", "/aDmIn/", "/x/../ADMIN"] {
         assert_eq!(
