@@ -537,6 +537,27 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     let fresh = s.keyward.mint("erin", "dev", "10m", Some("dev-e2"));
     assert_eq!(s.as_user("/", &fresh).await.status, 200);
 
+    // A portal session names its user by id (`local:…`), the operator by name: the
+    // name revokes the id's sessions.
+    s.keyward.cli_ok(&["users", "invite", "grace"]);
+    let list = s.keyward.cli_ok(&["users", "list"]);
+    let grace_id = list
+        .lines()
+        .find(|l| l.starts_with("grace "))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("grace in {list}"))
+        .to_owned();
+    assert!(grace_id.starts_with("local:"), "{list}");
+    let grace = s.keyward.mint(&grace_id, "dev", "10m", Some("dev-g1"));
+    assert_eq!(s.as_user("/", &grace).await.status, 200);
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "grace"]);
+    assert_eq!(s.as_user("/", &grace).await.status, 302);
+    // A name no user has still revokes the tokens minted with it, and says so.
+    let out = s
+        .keyward
+        .cli_ok(&["sessions", "revoke", "--user", "nobody"]);
+    assert!(out.contains("no user named `nobody`"), "{out}");
+
     // Kill -9 and restart: revocations come back from the store.
     s.keyward.kill();
     s.keyward.restart().await;
@@ -547,7 +568,7 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
         "agent back",
     )
     .await;
-    for t in [&sess, &other, &frank] {
+    for t in [&sess, &other, &frank, &grace] {
         assert_eq!(
             s.as_user("/", t).await.status,
             302,
@@ -556,7 +577,8 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
     }
     assert_eq!(s.as_user("/", &fresh).await.status, 200);
     let audit = s.keyward.audit();
-    assert_eq!(audit.matches("\"event\":\"revoked\"").count(), 3, "{audit}");
+    // session, device, erin; grace's id and name; nobody.
+    assert_eq!(audit.matches("\"event\":\"revoked\"").count(), 6, "{audit}");
 }
 
 #[tokio::test]

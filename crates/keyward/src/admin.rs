@@ -164,6 +164,20 @@ pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow:
         bail!("the {} to revoke is empty", kind.as_str());
     }
     let store = Store::open(&cfg.store.url).await?;
+    if kind == Kind::User {
+        // Portal sessions carry the user's id (`local:…`, `oidc:…`), not the name an
+        // operator types; minted tokens carry whatever `--user` said. A name revokes
+        // both the user it names and tokens minted with it.
+        if let Some(user) = store.user_by_name(subject).await?
+            && user.id != subject
+        {
+            revoke(cfg, &store, kind, &user.id).await?;
+        } else if store.user(subject).await?.is_none() {
+            println!(
+                "no user named `{subject}` in the store (see `keyward users list`); revoking tokens minted with `--user {subject}`"
+            );
+        }
+    }
     revoke(cfg, &store, kind, subject).await?;
     store.close().await;
     Ok(())
