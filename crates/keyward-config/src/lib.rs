@@ -510,7 +510,7 @@ impl Config {
         if s.handler_timeout >= Duration::from_secs(5) {
             return Err(invalid(
                 "spoa.handler_timeout",
-                "must stay below HAProxy's `timeout processing` (shipped: 500ms); use e.g. \"400ms\"",
+                "must be below \"5s\", and below HAProxy's `timeout processing` (shipped: 500ms); use e.g. \"400ms\"",
             ));
         }
         let sess = &self.session;
@@ -525,10 +525,12 @@ impl Config {
                 "use letters, digits, `-`, `_` or `.` only (default \"keyward_session\")",
             ));
         }
-        if sess.max_lifetime < Duration::from_secs(60) {
+        if sess.max_lifetime < Duration::from_secs(60)
+            || sess.max_lifetime > Duration::from_secs(30 * 86_400)
+        {
             return Err(invalid(
                 "session.max_lifetime",
-                "must be at least \"1m\" (default \"12h\")",
+                "must be between \"1m\" and \"30d\" (default \"12h\")",
             ));
         }
         if sess.leeway > Duration::from_secs(300) {
@@ -591,10 +593,20 @@ impl Config {
         if !self.store.url.starts_with("sqlite:") {
             return Err(invalid("store.url", "use sqlite:///path/to/keyward.db"));
         }
-        if self.store.revocation_poll.is_zero() {
+        // An in-memory database is lost on restart, and each process (the agent, every
+        // CLI command) would have its own: revocations would never reach the agent.
+        if self.store.url.contains(":memory:") || self.store.url.contains("mode=memory") {
+            return Err(invalid(
+                "store.url",
+                "an in-memory database loses users, devices and revocations; use sqlite:///path/to/keyward.db",
+            ));
+        }
+        if self.store.revocation_poll.is_zero()
+            || self.store.revocation_poll > Duration::from_secs(300)
+        {
             return Err(invalid(
                 "store.revocation_poll",
-                "must be longer than zero, e.g. \"1s\"",
+                "must be between \"1ms\" and \"5m\" (default \"1s\"): other agents apply revocations this late",
             ));
         }
         Ok(())

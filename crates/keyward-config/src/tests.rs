@@ -193,3 +193,30 @@ fn dedupe_keys(toml: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn unsafe_state_and_lifetimes_are_refused() {
+    for (toml, key) in [
+        ("[store]\nurl = \"sqlite::memory:\"", "store.url"),
+        (
+            "[store]\nurl = \"sqlite://file:kw?mode=memory&cache=shared\"",
+            "store.url",
+        ),
+        (
+            "[store]\nrevocation_poll = \"10m\"",
+            "store.revocation_poll",
+        ),
+        ("[session]\nmax_lifetime = \"31d\"", "session.max_lifetime"),
+        (
+            "[session]\nmax_lifetime = \"500000000y\"",
+            "session.max_lifetime",
+        ),
+    ] {
+        let err = load(&format!("version = 1\n{toml}")).unwrap_err();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+    let c =
+        load("version = 1\n[session]\nmax_lifetime = \"30d\"\n[store]\nrevocation_poll = \"5m\"")
+            .unwrap();
+    assert_eq!(c.session_horizon_secs(), 30 * 86_400 + 60);
+}

@@ -36,6 +36,7 @@ fn gate(cache_capacity: u64) -> Gate {
     let cfg = GateConfig {
         cookie_name: "keyward_session".into(),
         leeway: 30,
+        max_lifetime: 12 * 3600,
         login_url: "https://auth.test/.keyward/login".into(),
         assertion: Some(AssertionConfig {
             issuer: "https://auth.test".into(),

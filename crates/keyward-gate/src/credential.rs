@@ -20,6 +20,18 @@ impl Source {
     }
 }
 
+/// A session token found in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential<'a> {
+    pub token: &'a str,
+    pub source: Source,
+    /// The `Cookie` header carries another session cookie with a different value after
+    /// this one: a cookie set for a longer path or another domain (a sibling site under
+    /// `session.cookie_domain` can set one). Which one the user meant is unknown;
+    /// [`cookie_values`] lists them.
+    pub repeated: bool,
+}
+
 /// The session token in the request, if any. An `Authorization: Bearer` with a keyward
 /// token wins over the cookie; any other `Authorization` (the application's own bearer
 /// token, Basic) is the application's, and the cookie decides.
@@ -27,13 +39,21 @@ pub fn find<'a>(
     cookie: Option<&'a str>,
     authorization: Option<&'a str>,
     cookie_name: &str,
-) -> Option<(&'a str, Source)> {
+) -> Option<Credential<'a>> {
     if let Some(token) = authorization.and_then(bearer) {
-        return Some((token, Source::Bearer));
+        return Some(Credential {
+            token,
+            source: Source::Bearer,
+            repeated: false,
+        });
     }
-    cookie
-        .and_then(|c| cookie_value(c, cookie_name))
-        .map(|t| (t, Source::Cookie))
+    let mut values = cookie_values(cookie?, cookie_name);
+    let token = values.next()?;
+    Some(Credential {
+        token,
+        source: Source::Cookie,
+        repeated: values.any(|v| v != token),
+    })
 }
 
 /// The keyward token of an `Authorization: Bearer v4.local.…` header: the scheme in any
@@ -48,7 +68,13 @@ pub fn bearer(header: &str) -> Option<&str> {
 /// The value of the first cookie called `name` in a `Cookie` header
 /// (`a=1; name=value; b=2`). Surrounding double quotes are removed.
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
+    cookie_values(header, name).next()
+}
+
+/// The values of every cookie called `name` in a `Cookie` header, in order, empty ones
+/// left out. Surrounding double quotes are removed.
+pub fn cookie_values<'a>(header: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+    header.split(';').filter_map(move |pair| {
         let (n, v) = pair.split_once('=')?;
         if n.trim() != name {
             return None;
@@ -100,8 +126,25 @@ mod tests {
         );
         assert_eq!(cookie_value("keyward_session=", "keyward_session"), None);
         assert_eq!(cookie_value("xkeyward_session=1", "keyward_session"), None);
-        // The first one wins when a cookie is repeated.
+        // The first one comes first when a cookie is repeated; all of them are listed.
         assert_eq!(cookie_value("k=1; k=2", "k"), Some("1"));
+        assert_eq!(
+            cookie_values("k=1; a=k; k=; k=\"2\"", "k").collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+    }
+
+    #[test]
+    fn a_repeated_session_cookie_is_flagged_unless_the_values_agree() {
+        let cookie = |h| find(Some(h), None, "k").map(|c| (c.token, c.repeated));
+        assert_eq!(cookie("k=1"), Some(("1", false)));
+        assert_eq!(cookie("k=1; a=2; k=1"), Some(("1", false)));
+        assert_eq!(cookie("k=1; k=; a=2"), Some(("1", false)));
+        assert_eq!(cookie("k=1; a=2; k=3"), Some(("1", true)));
+        assert_eq!(cookie("a=2; k=; k=3"), Some(("3", false)));
+        // A keyward bearer token is one credential, whatever the cookies say.
+        let both = find(Some("k=1; k=3"), Some("Bearer v4.local.b"), "k").unwrap();
+        assert!(!both.repeated && both.source == Source::Bearer);
     }
 
     #[test]
@@ -122,16 +165,16 @@ mod tests {
     #[test]
     fn bearer_wins_over_cookie() {
         assert_eq!(
-            find(Some("k=c"), Some("Bearer v4.local.b"), "k"),
+            find(Some("k=c"), Some("Bearer v4.local.b"), "k").map(|c| (c.token, c.source)),
             Some(("v4.local.b", Source::Bearer))
         );
         // The application's bearer token leaves the decision to the cookie.
         assert_eq!(
-            find(Some("k=c"), Some("Bearer eyJ.app.jwt"), "k"),
+            find(Some("k=c"), Some("Bearer eyJ.app.jwt"), "k").map(|c| (c.token, c.source)),
             Some(("c", Source::Cookie))
         );
         assert_eq!(
-            find(Some("k=c"), Some("Basic x"), "k"),
+            find(Some("k=c"), Some("Basic x"), "k").map(|c| (c.token, c.source)),
             Some(("c", Source::Cookie))
         );
         assert_eq!(find(None, None, "k"), None);

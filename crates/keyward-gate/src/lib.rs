@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use keyward_policy::{Policy, RequestFacts, SessionState, Verdict};
 use keyward_session::assertion::AssertionSigner;
 use keyward_session::keyring::KeyRing;
-use keyward_session::token::{self, TokenError};
+use keyward_session::token::{self, TokenError, Validity};
 use keyward_spoa::{Actions, Failure, Handler, HandlerError, Request};
 use keyward_store::Revocations;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -36,6 +36,9 @@ pub struct GateConfig {
     pub cookie_name: String,
     /// Seconds of clock skew tolerated.
     pub leeway: i64,
+    /// The longest a session may last (`session.max_lifetime`, seconds), whatever its
+    /// token says.
+    pub max_lifetime: i64,
     /// Browsers needing a session go here, with `?rd=<url>`.
     pub login_url: String,
     /// `None`: no upstream assertion.
@@ -110,6 +113,10 @@ enum Found {
     Valid(Arc<Session>),
 }
 
+/// Most session cookies of one name a request may carry (a browser sends one per
+/// path and domain it was set for); more are refused.
+pub const MAX_SESSION_COOKIES: usize = 4;
+
 /// The SPOA handler keyward serves.
 #[derive(Debug)]
 pub struct Gate {
@@ -149,6 +156,13 @@ impl Gate {
         self.keys.store(Arc::new(keys));
     }
 
+    pub fn validity(&self) -> Validity {
+        Validity {
+            leeway: self.cfg.leeway,
+            max_lifetime: self.cfg.max_lifetime,
+        }
+    }
+
     pub fn keys(&self) -> Arc<Keys> {
         self.keys.load_full()
     }
@@ -181,7 +195,11 @@ impl Gate {
         );
         let found = match found {
             None => Found::None,
-            Some((token, _source)) => match self.session(token, now) {
+            Some(c) if c.repeated => match &req.cookie {
+                Some(header) => self.one_of_repeated(header, now),
+                None => Found::Invalid,
+            },
+            Some(c) => match self.session(c.token, now) {
                 Ok(s) if self.revocations.load().is_revoked(&s.claims) => Found::Revoked(s),
                 Ok(s) => Found::Valid(s),
                 Err(e) if e.is_expired() => Found::Expired,
@@ -230,6 +248,43 @@ impl Gate {
         }
     }
 
+    /// The session of a `Cookie` header carrying several session cookies (one set for a
+    /// longer path, or for the parent domain by a sibling site). The valid ones must all
+    /// be one user's, else none counts: the first cookie must not choose who the
+    /// request is. An unrevoked one is preferred; junk is skipped. At most
+    /// [`MAX_SESSION_COOKIES`] are looked at, and a header with more is refused.
+    fn one_of_repeated(&self, header: &str, now: i64) -> Found {
+        let revocations = self.revocations.load();
+        let mut chosen: Option<Arc<Session>> = None;
+        let mut expired = false;
+        for (i, token) in credential::cookie_values(header, &self.cfg.cookie_name).enumerate() {
+            if i == MAX_SESSION_COOKIES {
+                return Found::Invalid;
+            }
+            match self.session(token, now) {
+                Ok(s) => {
+                    if let Some(c) = &chosen {
+                        if c.claims.sub != s.claims.sub {
+                            return Found::Invalid;
+                        }
+                        if !revocations.is_revoked(&c.claims) {
+                            continue;
+                        }
+                    }
+                    chosen = Some(s);
+                }
+                Err(e) if e.is_expired() => expired = true,
+                Err(_) => {}
+            }
+        }
+        match chosen {
+            Some(s) if revocations.is_revoked(&s.claims) => Found::Revoked(s),
+            Some(s) => Found::Valid(s),
+            None if expired => Found::Expired,
+            None => Found::Invalid,
+        }
+    }
+
     /// A validated session for `token`: from the cache, or opened and cached.
     ///
     /// A session opened under a ring that [`Gate::set_keys`] replaced a moment later is
@@ -249,7 +304,7 @@ impl Gate {
         }
         self.metrics.cache_misses.inc();
         let started = Instant::now();
-        let opened = token::open_with_key(token, &keys.ring, now, self.cfg.leeway);
+        let opened = token::open_with_key(token, &keys.ring, now, self.validity());
         self.metrics
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -269,7 +324,9 @@ impl Gate {
             return Some(jwt);
         }
         let (signer, signer_id) = keys.signer.as_ref()?;
-        match signer.sign(&session.claims, audience, &cfg.issuer, cfg.ttl_secs, now) {
+        let c = &session.claims;
+        let until = c.exp.saturating_add(self.cfg.leeway.max(0));
+        match signer.sign_until(c, audience, &cfg.issuer, cfg.ttl_secs, now, until) {
             Ok((jwt, exp)) => {
                 let margin = (cfg.ttl_secs / 5).clamp(1, 60);
                 let jwt: Arc<str> = jwt.into();
@@ -294,11 +351,24 @@ impl Gate {
     /// The ACK's variables for `outcome`.
     pub fn actions(&self, req: &AccessRequest, outcome: &Outcome, now: i64) -> Actions {
         let Verdict {
-            decision,
-            reason,
+            mut decision,
+            mut reason,
             rule,
             assertion,
         } = outcome.verdict;
+        // A route that gives its upstream an assertion (when assertions are on) gets no
+        // identity without one: should signing fail, the request is refused.
+        let mut jwt = None;
+        if decision == Decision::Allow
+            && assertion
+            && self.cfg.assertion.is_some()
+            && let Some(s) = &outcome.session
+        {
+            jwt = self.assertion(s, &req.host, now);
+            if jwt.is_none() {
+                (decision, reason) = (Decision::Deny, Reason::Error);
+            }
+        }
         let mut a = Actions::new();
         vars::set_decision(&mut a, decision, reason);
         match decision {
@@ -322,8 +392,8 @@ impl Gate {
                     if let Some(dev) = &c.dev {
                         a.set_txn("device", dev.as_str());
                     }
-                    if assertion && let Some(jwt) = self.assertion(s, &req.host, now) {
-                        a.set_txn("assertion", &*jwt);
+                    if let Some(jwt) = &jwt {
+                        a.set_txn("assertion", &**jwt);
                     }
                 }
             }

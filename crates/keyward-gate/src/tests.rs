@@ -60,6 +60,7 @@ fn gate_with(ring: KeyRing) -> Gate {
     let cfg = GateConfig {
         cookie_name: "kw".into(),
         leeway: 30,
+        max_lifetime: 12 * 3600,
         login_url: "https://auth.test/.keyward/login".into(),
         assertion: Some(AssertionConfig {
             issuer: "https://auth.test".into(),
@@ -196,6 +197,17 @@ fn allow_carries_identity_and_login_carries_the_return_url() {
     let a3 = g.actions(&r, &g.decide(&r, NOW + 290), NOW + 290);
     assert_ne!(text(&a3, "assertion").as_deref(), Some(jwt.as_str()));
 
+    // Past its `exp`, within the leeway, a session is still allowed, and still with an
+    // assertion: identity is never forwarded without the assertion its route asks for.
+    let mut late = claims("cal", &["dev"]);
+    late.exp = NOW + 5;
+    let t = token::seal(&late, &g.keys().ring).unwrap();
+    let r = req("/x", Some(&t));
+    let a = g.actions(&r, &g.decide(&r, NOW + 20), NOW + 20);
+    assert_eq!(text(&a, "decision").as_deref(), Some("allow"));
+    assert_eq!(text(&a, "user").as_deref(), Some("cal"));
+    assert!(text(&a, "assertion").is_some());
+
     let mut r = req("/reports", None);
     r.query = Some("q=1&x=<y>".into());
     let a = g.actions(&r, &g.decide(&r, NOW), NOW);
@@ -319,6 +331,19 @@ fn cached_sessions_still_expire_and_die_with_their_key() {
         "cached, but past exp + leeway"
     );
 
+    // A token sealed for longer than `max_lifetime` (12h here: sealed before the limit
+    // was lowered) ends at iat + max_lifetime, cached or not.
+    let mut c = claims("hob", &[]);
+    c.iat = NOW;
+    c.exp = NOW + 48 * 3600;
+    let t = token::seal(&c, &g.keys().ring).unwrap();
+    assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
+    let end = NOW + 12 * 3600;
+    assert_eq!(verdict(&g, "/", Some(&t), end + 30).1, Reason::Ok);
+    assert_eq!(verdict(&g, "/", Some(&t), end + 31).1, Reason::Expired);
+    g.sessions.invalidate(t.as_str());
+    assert_eq!(verdict(&g, "/", Some(&t), end + 31).1, Reason::Expired);
+
     // Rotate and retire the key that sealed a cached session: refused at once.
     let t = token::seal(&claims("gil", &[]), &g.keys().ring).unwrap();
     assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Ok);
@@ -366,7 +391,7 @@ fn a_session_opened_with_replaced_keys_is_not_kept() {
     ring.rotate_session(NOW, &mut rng(9)).unwrap();
     ring.retire(&old, NOW).unwrap();
     g.set_keys(Keys::new(ring));
-    let (opened, key) = token::open_with_key(&t, &before.ring, NOW, 0).unwrap();
+    let (opened, key) = token::open_with_key(&t, &before.ring, NOW, g.validity()).unwrap();
     let stale = Session::new(opened, key.into(), before.generation());
     g.sessions.insert(t.as_str().into(), Arc::new(stale));
     assert_eq!(verdict(&g, "/", Some(&t), NOW).1, Reason::Invalid);
@@ -484,4 +509,83 @@ proptest::proptest! {
             None => proptest::prop_assert!(scheme.len() + host.len() >= MAX_RETURN_URL),
         }
     }
+}
+
+#[test]
+fn several_session_cookies_must_agree_on_the_user() {
+    let g = gate_with(ring(3));
+    let keys = g.keys();
+    let seal = |c: &Claims| token::seal(c, &keys.ring).unwrap();
+    let victim = seal(&claims("vic", &["dev"]));
+    let mut second = claims("vic", &["dev"]);
+    second.sid = "sid-vic-2".into();
+    let victim_too = seal(&second);
+    let attacker = seal(&claims("mal", &["dev"]));
+    let mut old = claims("vic", &["dev"]);
+    old.iat = NOW - 200;
+    old.exp = NOW - 100;
+    let expired = seal(&old);
+    let decide = |cookie: String| {
+        let mut r = req("/", None);
+        r.cookie = Some(cookie.into());
+        let o = g.decide(&r, NOW);
+        (
+            o.verdict.reason,
+            o.session.map(|s| s.claims.sid.clone()).unwrap_or_default(),
+        )
+    };
+
+    // A cookie tossed in by another site (longer path first) must not pick the user.
+    assert_eq!(
+        decide(format!("kw={attacker}; a=1; kw={victim}")),
+        (Reason::Invalid, String::new())
+    );
+    assert_eq!(
+        decide(format!("kw={victim}; kw={attacker}")),
+        (Reason::Invalid, String::new())
+    );
+    // Junk and expired ones are skipped; two of one user's sessions are that user.
+    assert_eq!(
+        decide(format!("kw=v4.local.junk; kw={victim}")),
+        (Reason::Ok, "sid-vic".into())
+    );
+    assert_eq!(
+        decide(format!("kw={expired}; kw={victim_too}")),
+        (Reason::Ok, "sid-vic-2".into())
+    );
+    assert_eq!(
+        decide(format!("kw={victim}; kw={victim_too}")),
+        (Reason::Ok, "sid-vic".into())
+    );
+    assert_eq!(
+        decide(format!("kw={expired}; kw=v4.local.junk")),
+        (Reason::Expired, String::new())
+    );
+    // A revoked one gives way to an unrevoked one of the same user.
+    let mut revs = Revocations::default();
+    revs.apply(&[Revocation {
+        id: 1,
+        kind: Kind::Session,
+        subject: "sid-vic".into(),
+        at: NOW,
+        until: NOW + 10,
+    }]);
+    g.set_revocations(revs);
+    assert_eq!(
+        decide(format!("kw={victim}; kw={victim_too}")),
+        (Reason::Ok, "sid-vic-2".into())
+    );
+    assert_eq!(
+        decide(format!("kw={victim}; kw=v4.local.junk")),
+        (Reason::Revoked, String::new())
+    );
+    // More than a browser would send is refused before any is opened past the limit.
+    let many = vec![format!("kw={victim_too}"); MAX_SESSION_COOKIES]
+        .join("; ")
+        .replacen(&victim_too, &victim, 1);
+    assert_eq!(decide(many.clone()).0, Reason::Ok);
+    assert_eq!(
+        decide(format!("{many}; kw={victim_too}")).0,
+        Reason::Invalid
+    );
 }

@@ -113,24 +113,32 @@ pub async fn revoke(
         Ok(c) => c,
         Err(res) => return res,
     };
+    // Revoke before deleting: should the deletion fail, the sessions are already gone
+    // and the page can be sent again.
+    let no_such_device = || {
+        pages::problem(
+            StatusCode::NOT_FOUND,
+            "No such device",
+            "It may have been revoked already.",
+        )
+    };
+    match portal.store.device(&form.device).await {
+        Ok(Some(d)) if d.user_id == claims.sub => {}
+        Ok(_) => return no_such_device(),
+        Err(err) => return unavailable(&err),
+    }
+    if let Err(err) = portal.revoker.revoke(Kind::Device, &form.device).await {
+        return unavailable(&err);
+    }
     let deleted = match portal
         .store
         .delete_device(Some(&claims.sub), &form.device)
         .await
     {
         Ok(Some(d)) => d,
-        Ok(None) => {
-            return pages::problem(
-                StatusCode::NOT_FOUND,
-                "No such device",
-                "It may have been revoked already.",
-            );
-        }
+        Ok(None) => return no_such_device(),
         Err(err) => return unavailable(&err),
     };
-    if let Err(err) = portal.revoker.revoke(Kind::Device, &deleted.device).await {
-        return unavailable(&err);
-    }
     tracing::info!(target: "audit", event = "revoked", kind = "device", device = %deleted.device, by_device = claims.dev.as_deref().unwrap_or("-"));
     if claims.dev.as_deref() == Some(deleted.device.as_str()) {
         // This session's own device: it is signed out with it.
@@ -139,9 +147,10 @@ pub async fn revoke(
     Redirect::to("/.keyward/devices?done=revoked-other").into_response()
 }
 
-/// `POST /.keyward/logout`: revokes this session.
+/// `POST /.keyward/logout`: revokes this session. With several session cookies (one
+/// tossed in by another site), every one the browser sent.
 pub async fn sign_out(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> Response {
-    if let Some(claims) = portal.session(&headers) {
+    for claims in portal.sessions(&headers) {
         if let Err(err) = portal.revoker.revoke(Kind::Session, &claims.sid).await {
             return unavailable(&err);
         }
@@ -150,16 +159,22 @@ pub async fn sign_out(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> 
     signed_out(&portal, "/.keyward/login?done=signed-out")
 }
 
-/// `POST /.keyward/logout-all`: revokes every session of this user.
+/// `POST /.keyward/logout-all`: revokes every session of this user; with several
+/// session cookies, of every user they name, so the one the person meant is covered.
 pub async fn sign_out_everywhere(
     State(portal): State<Arc<Portal>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(claims) = portal.session(&headers) {
+    let mut done: Vec<String> = Vec::new();
+    for claims in portal.sessions(&headers) {
+        if done.contains(&claims.sub) {
+            continue;
+        }
         if let Err(err) = portal.revoker.revoke(Kind::User, &claims.sub).await {
             return unavailable(&err);
         }
         tracing::info!(target: "audit", event = "logout_everywhere", session = %claims.sid, device = claims.dev.as_deref().unwrap_or("-"));
+        done.push(claims.sub);
     }
     signed_out(&portal, "/.keyward/login?done=signed-out-everywhere")
 }

@@ -291,19 +291,28 @@ pub async fn sign_in_finish(
     }
     passkey.update_credential(&result);
     let stored = serde_json::to_string(&passkey).unwrap_or_default();
-    if let Err(err) = portal
+    match portal
         .store
         .touch_device(&device.device, &stored, unix_now())
         .await
     {
-        return store_failed(&err);
+        Ok(true) => {}
+        // Revoked or disabled while the person was touching the key.
+        Ok(false) => {
+            return refuse_login(
+                &device,
+                "revoked_during_sign_in",
+                "This key or its account was revoked. Contact your administrator.",
+            );
+        }
+        Err(err) => return store_failed(&err),
     }
     let rd = sign_in.rd.clone();
-    finish_session(&portal, &headers, &user, &device, "login", rd)
+    finish_session(&portal, &headers, &user, &device, "login", rd).await
 }
 
 /// Mints the session, sets the cookie, ends the ceremony, audits, answers `{redirect}`.
-fn finish_session(
+async fn finish_session(
     portal: &Portal,
     headers: &HeaderMap,
     user: &User,
@@ -321,6 +330,20 @@ fn finish_session(
             );
         }
     };
+    // The session is issued after any revocation this node already holds. Should the
+    // user have been disabled, or the device revoked, since they were read, that
+    // revocation may be the one the session was issued after: look again.
+    match still_allowed(portal, user, device).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse_login(
+                device,
+                "revoked_during_sign_in",
+                "This key or its account was revoked. Contact your administrator.",
+            );
+        }
+        Err(err) => return store_failed(&err),
+    }
     tracing::info!(
         target: "audit",
         event,
@@ -339,6 +362,20 @@ fn finish_session(
         web::append_cookie(&mut res, &web::clear_flow_cookie(IDP_COOKIE, "Lax"));
     }
     res
+}
+
+/// The user is still enabled and the device still registered.
+async fn still_allowed(
+    portal: &Portal,
+    user: &User,
+    device: &Device,
+) -> Result<bool, keyward_store::StoreError> {
+    let enabled = portal
+        .store
+        .user(&user.id)
+        .await?
+        .is_some_and(|u| !u.disabled);
+    Ok(enabled && portal.store.device(&device.device).await?.is_some())
 }
 
 fn with_ceremony(portal: &Portal, id: &str, mut res: Response) -> Response {
@@ -780,4 +817,5 @@ pub async fn enroll_finish(
         "login",
         enrollment.rd.clone(),
     )
+    .await
 }

@@ -40,7 +40,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use keyward_config::{Config, IdentityMode};
-use keyward_gate::Gate;
+use keyward_gate::{Gate, MAX_SESSION_COOKIES};
 use keyward_session::sys::{os_random, unix_now};
 use keyward_session::token;
 use keyward_session::{AuthMethod, Claims};
@@ -81,7 +81,6 @@ pub struct Settings {
     pub return_hosts: ReturnHosts,
     pub cookie: CookiePolicy,
     pub lifetime: i64,
-    pub leeway: i64,
     pub identity: IdentityMode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub attestation_required: bool,
@@ -169,7 +168,6 @@ impl Portal {
                     secure: cfg.session.cookie_secure.unwrap_or(!all_local_http),
                 },
                 lifetime: cfg.session_lifetime().as_secs() as i64,
-                leeway: cfg.session.leeway.as_secs() as i64,
                 identity: p.identity,
                 trusted_proxies: p.trusted_proxies.clone(),
                 attestation_required: p.attestation.required,
@@ -199,17 +197,27 @@ impl Portal {
         device_id(&self.device_key, cred_id)
     }
 
-    /// The valid, unrevoked session in the request's cookie.
+    /// The valid, unrevoked sessions of the request's session cookies: several when one
+    /// was also set for a longer path or by a sibling site under the cookie domain. At
+    /// most one more than a request may carry (see [`Self::session`]).
+    fn sessions(&self, headers: &HeaderMap) -> Vec<Claims> {
+        let keys = self.gate.keys();
+        let revocations = self.gate.revocations();
+        let now = unix_now();
+        web::cookies(headers, &self.settings.cookie.name)
+            .take(MAX_SESSION_COOKIES + 1)
+            .filter_map(|t| token::open(t, &keys.ring, now, self.gate.validity()).ok())
+            .filter(|c| !revocations.is_revoked(c))
+            .collect()
+    }
+
+    /// The request's session: as the gate decides it, none unless every valid session
+    /// cookie is one user's (a tossed-in cookie must not choose who signs out).
     fn session(&self, headers: &HeaderMap) -> Option<Claims> {
-        let token = web::cookie(headers, &self.settings.cookie.name)?;
-        let claims = token::open(
-            token,
-            &self.gate.keys().ring,
-            unix_now(),
-            self.settings.leeway,
-        )
-        .ok()?;
-        (!self.gate.revocations().is_revoked(&claims)).then_some(claims)
+        let all = self.sessions(headers);
+        let first = all.first()?;
+        (all.len() <= MAX_SESSION_COOKIES && all.iter().all(|c| c.sub == first.sub))
+            .then(|| first.clone())
     }
 
     /// Seals a new session for `user` signed in with `device`.

@@ -142,6 +142,7 @@ impl Harness {
             GateConfig {
                 cookie_name: cfg.session.cookie_name.clone(),
                 leeway: cfg.session.leeway.as_secs() as i64,
+                max_lifetime: cfg.session.max_lifetime.as_secs() as i64,
                 login_url: cfg.portal.login_url.clone(),
                 assertion: None,
                 cache_capacity: 1000,
@@ -316,7 +317,13 @@ impl Harness {
     /// The claims of the session cookie an answer sets.
     fn claims(&self, a: &Answer) -> Claims {
         let sealed = a.cookie(SESSION_COOKIE).expect("a session cookie");
-        token::open(&sealed, &self.gate.keys().ring, unix_now(), 60).unwrap()
+        token::open(
+            &sealed,
+            &self.gate.keys().ring,
+            unix_now(),
+            self.gate.validity(),
+        )
+        .unwrap()
     }
 
     /// The signature counter the store holds for `device`.
@@ -1214,11 +1221,24 @@ async fn people_manage_only_their_own_devices_and_sessions() {
 
     // A sign-in after that is a fresh, valid session.
     let third = h.login(&mut alice_key, "alice").await;
-    assert!(
-        !h.gate
-            .revocations()
-            .is_revoked(&h.claims(third.expect(StatusCode::OK)))
-    );
+    let third_claims = h.claims(third.expect(StatusCode::OK));
+    assert!(!h.gate.revocations().is_revoked(&third_claims));
+
+    // Another site under the cookie domain tossed bob's session cookie in (sent first,
+    // for a longer path): the pages see no session, and signing out revokes both.
+    let bob_cookie = b.cookie(SESSION_COOKIE).unwrap();
+    let third_cookie = third.cookie(SESSION_COOKIE).unwrap();
+    let both = [
+        (SESSION_COOKIE, bob_cookie.as_str()),
+        (SESSION_COOKIE, third_cookie.as_str()),
+    ];
+    let a = h.get("/.keyward/devices", &both).await;
+    a.expect(StatusCode::SEE_OTHER);
+    h.post_form("/.keyward/logout", "", &both)
+        .await
+        .expect(StatusCode::SEE_OTHER);
+    assert!(h.gate.revocations().is_revoked(&third_claims));
+    assert!(h.gate.revocations().is_revoked(&bob_claims));
 }
 
 #[tokio::test]

@@ -123,6 +123,15 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|v| keyward_gate::credential::cookie_value(v, name))
 }
 
+/// The values of every cookie `name` in the request, in order.
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(move |v| keyward_gate::credential::cookie_values(v, name))
+}
+
 /// Cookie attributes shared by the session cookie.
 #[derive(Debug, Clone)]
 pub struct CookiePolicy {

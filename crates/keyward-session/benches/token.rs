@@ -4,9 +4,13 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyward_session::{AssertionSigner, AuthMethod, Claims, KeyRing, open, seal};
+use keyward_session::{AssertionSigner, AuthMethod, Claims, KeyRing, Validity, open, seal};
 
 const NOW: i64 = 1_767_225_600;
+const VALIDITY: Validity = Validity {
+    leeway: 30,
+    max_lifetime: 12 * 3600,
+};
 
 /// Deterministic bytes are enough for a benchmark (never for real keys).
 fn rand(buf: &mut [u8]) {
@@ -49,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let signer = AssertionSigner::new(&ring).unwrap();
 
     c.bench_function("token/open", |b| {
-        b.iter(|| open(black_box(&token), &ring, NOW + 60, 30).unwrap())
+        b.iter(|| open(black_box(&token), &ring, NOW + 60, VALIDITY).unwrap())
     });
     c.bench_function("token/seal", |b| {
         b.iter(|| seal(black_box(&claims), &ring).unwrap())

@@ -118,10 +118,25 @@ impl AssertionSigner {
         ttl_secs: i64,
         now: i64,
     ) -> Result<(String, i64), AssertionError> {
+        self.sign_until(claims, audience, issuer, ttl_secs, now, claims.exp)
+    }
+
+    /// [`Self::sign`], never later than `not_after` instead of the session's `exp`: the
+    /// end of the session as the gate accepts it (its `exp` plus the clock leeway), so
+    /// an allowed request always gets its assertion.
+    pub fn sign_until(
+        &self,
+        claims: &Claims,
+        audience: &str,
+        issuer: &str,
+        ttl_secs: i64,
+        now: i64,
+        not_after: i64,
+    ) -> Result<(String, i64), AssertionError> {
         if ttl_secs <= 0 {
             return Err(AssertionError::InvalidTtl);
         }
-        let exp = now.saturating_add(ttl_secs).min(claims.exp);
+        let exp = now.saturating_add(ttl_secs).min(not_after);
         if exp <= now {
             return Err(AssertionError::SessionExpired);
         }

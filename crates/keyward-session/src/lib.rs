@@ -28,4 +28,4 @@ mod testutil;
 pub use assertion::{AssertionError, AssertionSigner, Jwk, Jwks, jwks};
 pub use claims::{AuthMethod, Claims};
 pub use keyring::{AssertionKey, KeyKind, KeyRing, KeyRingError, KeyState, KeySummary, SessionKey};
-pub use token::{MAX_TOKEN_LEN, TokenError, new_session_id, open, seal};
+pub use token::{MAX_TOKEN_LEN, TokenError, Validity, new_session_id, open, seal};

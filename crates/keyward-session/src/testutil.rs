@@ -23,6 +23,14 @@ pub fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
 
 pub const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
+/// Token checks with `leeway` and a lifetime limit no test token reaches.
+pub fn within(leeway: i64) -> crate::token::Validity {
+    crate::token::Validity {
+        leeway,
+        max_lifetime: 30 * 86_400,
+    }
+}
+
 pub fn ring(seed: u64) -> KeyRing {
     KeyRing::generate(NOW, &mut rng(seed)).expect("generate")
 }

@@ -84,12 +84,30 @@ pub fn seal(claims: &Claims, ring: &KeyRing) -> Result<String, TokenError> {
     .map_err(|_| TokenError::Seal)
 }
 
+/// What a token's times are checked against, besides `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// Seconds of clock skew tolerated between the node that sealed and the node that
+    /// opens (negative counts as 0).
+    pub leeway: i64,
+    /// The longest a session may last (`session.max_lifetime`, seconds): a token whose
+    /// `exp` is further from its `iat` ends at `iat + max_lifetime`. Revocations are
+    /// kept, and retired keys trusted, only that long; a token sealed before the limit
+    /// was lowered must not outlive them.
+    pub max_lifetime: i64,
+}
+
 /// Opens a session token: checks its form, key, authenticity and times.
 ///
-/// `now` is unix seconds; `leeway` (seconds, negative counts as 0) absorbs clock skew
-/// between the node that sealed and the node that opens.
-pub fn open(token: &str, ring: &KeyRing, now: i64, leeway: i64) -> Result<Claims, TokenError> {
-    open_with_key(token, ring, now, leeway).map(|(claims, _)| claims)
+/// `now` is unix seconds. The claims returned have `exp` at most
+/// `iat + validity.max_lifetime`.
+pub fn open(
+    token: &str,
+    ring: &KeyRing,
+    now: i64,
+    validity: Validity,
+) -> Result<Claims, TokenError> {
+    open_with_key(token, ring, now, validity).map(|(claims, _)| claims)
 }
 
 /// [`open`], also returning the id of the session key that opened the token (a cache
@@ -98,7 +116,7 @@ pub fn open_with_key<'r>(
     token: &str,
     ring: &'r KeyRing,
     now: i64,
-    leeway: i64,
+    validity: Validity,
 ) -> Result<(Claims, &'r str), TokenError> {
     if token.len() > MAX_TOKEN_LEN || !token.starts_with(HEADER) {
         return Err(TokenError::Malformed);
@@ -111,9 +129,15 @@ pub fn open_with_key<'r>(
         .ok_or(TokenError::UnknownKey)?;
     let trusted = LocalToken::decrypt(key.paseto_key(), &untrusted, None, Some(IMPLICIT_ASSERTION))
         .map_err(|_| TokenError::Invalid)?;
-    let claims: Claims =
+    let mut claims: Claims =
         serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Invalid)?;
-    check_times(&claims, now, leeway)?;
+    if claims.exp < claims.iat {
+        return Err(TokenError::Invalid);
+    }
+    claims.exp = claims
+        .exp
+        .min(claims.iat.saturating_add(validity.max_lifetime.max(0)));
+    check_times(&claims, now, validity.leeway)?;
     Ok((claims, key.id()))
 }
 
@@ -127,9 +151,6 @@ fn parse_footer(bytes: &[u8]) -> Option<Footer<'_>> {
 
 fn check_times(claims: &Claims, now: i64, leeway: i64) -> Result<(), TokenError> {
     let leeway = leeway.max(0);
-    if claims.exp < claims.iat {
-        return Err(TokenError::Invalid);
-    }
     if now > claims.exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }

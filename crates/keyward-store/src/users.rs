@@ -431,19 +431,23 @@ impl Store {
     }
 
     /// Records a sign-in: the updated credential (counter, backup state) and the time.
+    /// False, and nothing written, when the device was deleted or its user disabled
+    /// since the sign-in began.
     pub async fn touch_device(
         &self,
         device: &str,
         passkey: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE credentials SET passkey = ?, last_used_at = ? WHERE device = ?")
-                .bind(passkey)
-                .bind(now)
-                .bind(device)
-                .execute(self.pool())
-                .await?;
+        let done = sqlx::query(concat!(
+            "UPDATE credentials SET passkey = ?, last_used_at = ? WHERE device = ?",
+            " AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL)"
+        ))
+        .bind(passkey)
+        .bind(now)
+        .bind(device)
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -669,6 +673,15 @@ mod tests {
             (d.name.as_str(), d.passkey.as_str(), d.last_used_at),
             ("YubiKey", "{\"n\":2}", Some(300))
         );
+        // A sign-in that finishes after its user was disabled records nothing.
+        s.set_disabled("local:a1", true, 310).await.unwrap();
+        assert!(!s.touch_device("d1", "{\"n\":3}", 320).await.unwrap());
+        assert_eq!(
+            s.device("d1").await.unwrap().unwrap().last_used_at,
+            Some(300)
+        );
+        s.set_disabled("local:a1", false, 330).await.unwrap();
+        assert!(s.touch_device("d1", "{\"n\":3}", 340).await.unwrap());
         assert!(
             s.delete_device(Some("local:b1"), "d1")
                 .await
@@ -682,6 +695,7 @@ mod tests {
                 .is_some()
         );
         assert!(s.devices(Some("local:a1")).await.unwrap().is_empty());
+        assert!(!s.touch_device("d1", "{\"n\":4}", 350).await.unwrap());
     }
 
     #[tokio::test]

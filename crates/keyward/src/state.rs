@@ -35,6 +35,7 @@ pub fn gate_config(cfg: &Config) -> GateConfig {
     GateConfig {
         cookie_name: cfg.session.cookie_name.clone(),
         leeway: cfg.session.leeway.as_secs() as i64,
+        max_lifetime: cfg.session.max_lifetime.as_secs() as i64,
         login_url: cfg.portal.login_url.clone(),
         assertion: cfg.assertion.enabled.then(|| AssertionConfig {
             issuer: cfg.assertion.issuer.clone(),

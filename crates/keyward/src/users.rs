@@ -198,10 +198,16 @@ pub async fn devices(cfg: &Config, user: Option<&str>) -> anyhow::Result<()> {
 /// end everywhere.
 pub async fn revoke_device(cfg: &Config, device: &str) -> anyhow::Result<()> {
     let store = Store::open(&cfg.store.url).await?;
-    let Some(d) = store.delete_device(None, device).await? else {
+    // Revoke first: should the deletion then fail, the device's sessions are already
+    // gone and the command can be run again (deleting first could leave them valid
+    // with no device left to name).
+    if store.device(device).await?.is_none() {
         bail!("no device `{device}` (see `keyward devices list`)");
-    };
-    revoke(cfg, &store, Kind::Device, &d.device).await?;
+    }
+    revoke(cfg, &store, Kind::Device, device).await?;
+    if store.delete_device(None, device).await?.is_none() {
+        bail!("device `{device}` was deleted meanwhile; its sessions are revoked");
+    }
     store.close().await;
     Ok(())
 }

@@ -60,6 +60,7 @@ fn main() {
         let cfg = GateConfig {
             cookie_name: "keyward_session".into(),
             leeway: 60,
+            max_lifetime: 12 * 3600,
             login_url: "https://auth.test/.keyward/login".into(),
             // Assertions are signed per session on allow (decide() alone does not sign).
             assertion: Some(AssertionConfig {

@@ -111,6 +111,20 @@ fn wrong_audience_issuer_or_expired_assertion_is_rejected() {
 }
 
 #[test]
+fn an_assertion_may_run_to_the_end_the_gate_gives() {
+    let signer = AssertionSigner::new(&ring(1)).unwrap();
+    let c = claims();
+    let (_, exp) = signer
+        .sign_until(&c, AUD, ISS, 300, c.exp + 10, c.exp + 60)
+        .unwrap();
+    assert_eq!(exp, c.exp + 60);
+    assert_eq!(
+        signer.sign_until(&c, AUD, ISS, 300, c.exp + 60, c.exp + 60),
+        Err(AssertionError::SessionExpired)
+    );
+}
+
+#[test]
 fn assertion_never_outlives_the_session() {
     let signer = AssertionSigner::new(&ring(1)).unwrap();
     let c = claims();

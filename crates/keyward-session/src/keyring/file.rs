@@ -142,11 +142,18 @@ fn keep_owner(_: &File, _: &fs::Metadata) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Only its owner may read the key ring; or, read-only (0440) and owned by root, the
+/// owner's group: what Kubernetes makes of a Secret volume with `fsGroup`, where the
+/// group is the pod's alone.
+fn private_enough(mode: u32, owner: u32) -> bool {
+    mode & 0o077 == 0 || (owner == 0 && mode == 0o440)
+}
+
 #[cfg(unix)]
 fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), KeyRingError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if !private_enough(mode, meta.uid()) {
         return Err(KeyRingError::Permissions {
             path: path.to_owned(),
             mode,

@@ -7,7 +7,7 @@ use pasetors::version4::{LocalToken, PublicToken, V4};
 use proptest::prelude::*;
 
 use super::*;
-use crate::testutil::{NOW, claims, ring, rng};
+use crate::testutil::{NOW, claims, ring, rng, within};
 
 const LEEWAY: i64 = 30;
 
@@ -42,7 +42,7 @@ fn seal_then_open_returns_the_claims() {
     let (_, footer) = parts(&token);
     let footer = Base64UrlUnpadded::decode_vec(footer).unwrap();
     assert_eq!(footer, kid_footer(&ring).as_bytes());
-    assert_eq!(open(&token, &ring, NOW, LEEWAY), Ok(claims()));
+    assert_eq!(open(&token, &ring, NOW, within(LEEWAY)), Ok(claims()));
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn truncated_tokens_are_malformed() {
     let token = seal(&claims(), &ring).unwrap();
     for len in 0..token.len() {
         assert_eq!(
-            open(&token[..len], &ring, NOW, LEEWAY),
+            open(&token[..len], &ring, NOW, within(LEEWAY)),
             Err(TokenError::Malformed),
             "truncated to {len}"
         );
@@ -74,12 +74,12 @@ fn unknown_kid_in_footer_is_unknown_key() {
     let other = crate::testutil::ring(2);
     let other_kid = kid_footer(&other);
     assert_eq!(
-        open(&with_footer(&token, &other_kid), &ring, NOW, LEEWAY),
+        open(&with_footer(&token, &other_kid), &ring, NOW, within(LEEWAY)),
         Err(TokenError::UnknownKey)
     );
     let junk = r#"{"kid":"not-a-paserk-id"}"#;
     assert_eq!(
-        open(&with_footer(&token, junk), &ring, NOW, LEEWAY),
+        open(&with_footer(&token, junk), &ring, NOW, within(LEEWAY)),
         Err(TokenError::UnknownKey)
     );
     // One character of our own kid changed.
@@ -88,7 +88,7 @@ fn unknown_kid_in_footer_is_unknown_key() {
     kid[i] = if kid[i] == b'A' { b'B' } else { b'A' };
     let kid = String::from_utf8(kid).unwrap();
     assert_eq!(
-        open(&with_footer(&token, &kid), &ring, NOW, LEEWAY),
+        open(&with_footer(&token, &kid), &ring, NOW, within(LEEWAY)),
         Err(TokenError::UnknownKey)
     );
 }
@@ -107,7 +107,7 @@ fn footer_not_a_kid_object_is_malformed() {
     ] {
         let t = with_footer(&token, &footer);
         assert_eq!(
-            open(&t, &ring, NOW, LEEWAY),
+            open(&t, &ring, NOW, within(LEEWAY)),
             Err(TokenError::Malformed),
             "{footer}"
         );
@@ -115,7 +115,7 @@ fn footer_not_a_kid_object_is_malformed() {
     let (payload, _) = parts(&token);
     let no_footer = format!("{HEADER}{payload}");
     assert_eq!(
-        open(&no_footer, &ring, NOW, LEEWAY),
+        open(&no_footer, &ring, NOW, within(LEEWAY)),
         Err(TokenError::Malformed)
     );
 }
@@ -133,9 +133,15 @@ fn footer_swapped_from_another_token_is_invalid() {
         format!("{HEADER}{old_payload}.{new_footer}"),
         format!("{HEADER}{new_payload}.{old_footer}"),
     ] {
-        assert_eq!(open(&t, &ring, NOW, LEEWAY), Err(TokenError::Invalid));
+        assert_eq!(
+            open(&t, &ring, NOW, within(LEEWAY)),
+            Err(TokenError::Invalid)
+        );
     }
-    assert!(open(&old, &ring, NOW, LEEWAY).is_ok() && open(&new, &ring, NOW, LEEWAY).is_ok());
+    assert!(
+        open(&old, &ring, NOW, within(LEEWAY)).is_ok()
+            && open(&new, &ring, NOW, within(LEEWAY)).is_ok()
+    );
 }
 
 #[test]
@@ -144,9 +150,12 @@ fn retired_key_is_unknown_key() {
     let old = seal(&claims(), &ring).unwrap();
     let old_id = ring.active_session_key().unwrap().id().to_owned();
     ring.rotate_session(NOW, &mut rng(9)).unwrap();
-    assert_eq!(open(&old, &ring, NOW, LEEWAY), Ok(claims()));
+    assert_eq!(open(&old, &ring, NOW, within(LEEWAY)), Ok(claims()));
     ring.retire(&old_id, NOW).unwrap();
-    assert_eq!(open(&old, &ring, NOW, LEEWAY), Err(TokenError::UnknownKey));
+    assert_eq!(
+        open(&old, &ring, NOW, within(LEEWAY)),
+        Err(TokenError::UnknownKey)
+    );
 }
 
 #[test]
@@ -154,17 +163,56 @@ fn expiry_honours_the_leeway() {
     let ring = ring(1);
     let c = claims();
     let token = seal(&c, &ring).unwrap();
-    assert_eq!(open(&token, &ring, c.exp, LEEWAY), Ok(c.clone()));
-    assert_eq!(open(&token, &ring, c.exp + LEEWAY, LEEWAY), Ok(c.clone()));
-    let err = open(&token, &ring, c.exp + LEEWAY + 1, LEEWAY).unwrap_err();
+    assert_eq!(open(&token, &ring, c.exp, within(LEEWAY)), Ok(c.clone()));
+    assert_eq!(
+        open(&token, &ring, c.exp + LEEWAY, within(LEEWAY)),
+        Ok(c.clone())
+    );
+    let err = open(&token, &ring, c.exp + LEEWAY + 1, within(LEEWAY)).unwrap_err();
     assert_eq!(err, TokenError::Expired);
     assert!(err.is_expired());
-    assert_eq!(open(&token, &ring, c.exp + 1, 0), Err(TokenError::Expired));
     assert_eq!(
-        open(&token, &ring, c.exp + 1, -100),
+        open(&token, &ring, c.exp + 1, within(0)),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(
+        open(&token, &ring, c.exp + 1, within(-100)),
         Err(TokenError::Expired)
     );
     assert!(!TokenError::Invalid.is_expired());
+}
+
+#[test]
+fn a_session_longer_than_the_lifetime_limit_ends_at_the_limit() {
+    // Sealed under a 12h limit, opened after it was lowered to 1h: revocations are
+    // kept, and retired keys trusted, for 1h plus leeway, so the token ends at iat + 1h.
+    let ring = ring(1);
+    let c = Claims {
+        iat: NOW,
+        exp: NOW + 12 * 3600,
+        ..claims()
+    };
+    let token = seal(&c, &ring).unwrap();
+    let limit = Validity {
+        leeway: LEEWAY,
+        max_lifetime: 3600,
+    };
+    let opened = open(&token, &ring, NOW + 10, limit).unwrap();
+    assert_eq!(opened.exp, NOW + 3600);
+    assert_eq!(
+        opened,
+        Claims {
+            exp: NOW + 3600,
+            ..c.clone()
+        }
+    );
+    assert!(open(&token, &ring, NOW + 3600 + LEEWAY, limit).is_ok());
+    assert_eq!(
+        open(&token, &ring, NOW + 3600 + LEEWAY + 1, limit),
+        Err(TokenError::Expired)
+    );
+    // Within the limit, `exp` stands.
+    assert_eq!(open(&token, &ring, NOW + 10, within(LEEWAY)), Ok(c));
 }
 
 #[test]
@@ -176,11 +224,11 @@ fn issued_in_the_future_is_not_yet_valid() {
     };
     let token = seal(&c, &ring).unwrap();
     assert_eq!(
-        open(&token, &ring, NOW, LEEWAY),
+        open(&token, &ring, NOW, within(LEEWAY)),
         Err(TokenError::NotYetValid)
     );
-    assert_eq!(open(&token, &ring, NOW + 70, LEEWAY), Ok(c.clone()));
-    assert_eq!(open(&token, &ring, NOW, 100), Ok(c));
+    assert_eq!(open(&token, &ring, NOW + 70, within(LEEWAY)), Ok(c.clone()));
+    assert_eq!(open(&token, &ring, NOW, within(100)), Ok(c));
 }
 
 #[test]
@@ -192,7 +240,7 @@ fn expiry_before_issue_is_invalid() {
     };
     let token = seal(&c, &ring).unwrap();
     assert_eq!(
-        open(&token, &ring, NOW - 10, LEEWAY),
+        open(&token, &ring, NOW - 10, within(LEEWAY)),
         Err(TokenError::Invalid)
     );
 }
@@ -203,7 +251,7 @@ fn another_deployments_token_is_refused() {
     let theirs = ring(2);
     let token = seal(&claims(), &theirs).unwrap();
     assert_eq!(
-        open(&token, &ours, NOW, LEEWAY),
+        open(&token, &ours, NOW, within(LEEWAY)),
         Err(TokenError::UnknownKey)
     );
     // Their secret, our kid in the footer.
@@ -216,7 +264,10 @@ fn another_deployments_token_is_refused() {
         Some(IMPLICIT_ASSERTION),
     )
     .unwrap();
-    assert_eq!(open(&forged, &ours, NOW, LEEWAY), Err(TokenError::Invalid));
+    assert_eq!(
+        open(&forged, &ours, NOW, within(LEEWAY)),
+        Err(TokenError::Invalid)
+    );
 }
 
 #[test]
@@ -226,10 +277,13 @@ fn other_implicit_assertion_is_invalid() {
     let footer = kid_footer(&ring);
     for implicit in [Some(&b"keyward-invite-v1"[..]), Some(&b""[..]), None] {
         let t = raw_seal(&ring, &payload, footer.as_bytes(), implicit);
-        assert_eq!(open(&t, &ring, NOW, LEEWAY), Err(TokenError::Invalid));
+        assert_eq!(
+            open(&t, &ring, NOW, within(LEEWAY)),
+            Err(TokenError::Invalid)
+        );
     }
     let t = raw_seal(&ring, &payload, footer.as_bytes(), Some(IMPLICIT_ASSERTION));
-    assert_eq!(open(&t, &ring, NOW, LEEWAY), Ok(claims()));
+    assert_eq!(open(&t, &ring, NOW, within(LEEWAY)), Ok(claims()));
 }
 
 #[test]
@@ -245,7 +299,10 @@ fn authentic_payload_that_is_not_claims_is_invalid() {
         serde_json::to_vec(&extra).unwrap(),
     ] {
         let t = raw_seal(&ring, &payload, footer.as_bytes(), Some(IMPLICIT_ASSERTION));
-        assert_eq!(open(&t, &ring, NOW, LEEWAY), Err(TokenError::Invalid));
+        assert_eq!(
+            open(&t, &ring, NOW, within(LEEWAY)),
+            Err(TokenError::Invalid)
+        );
     }
 }
 
@@ -258,7 +315,7 @@ fn other_versions_and_purposes_are_malformed() {
     let public = PublicToken::sign(&pair.secret, &payload, Some(footer.as_bytes()), None).unwrap();
     assert!(public.starts_with("v4.public."));
     assert_eq!(
-        open(&public, &ring, NOW, LEEWAY),
+        open(&public, &ring, NOW, within(LEEWAY)),
         Err(TokenError::Malformed)
     );
 
@@ -273,17 +330,17 @@ fn other_versions_and_purposes_are_malformed() {
     ] {
         let t = format!("{header}{body}.{foot}");
         assert_eq!(
-            open(&t, &ring, NOW, LEEWAY),
+            open(&t, &ring, NOW, within(LEEWAY)),
             Err(TokenError::Malformed),
             "{header}"
         );
     }
     assert_eq!(
-        open(&format!(" {token}"), &ring, NOW, LEEWAY),
+        open(&format!(" {token}"), &ring, NOW, within(LEEWAY)),
         Err(TokenError::Malformed)
     );
     assert_eq!(
-        open(&format!("{token}."), &ring, NOW, LEEWAY),
+        open(&format!("{token}."), &ring, NOW, within(LEEWAY)),
         Err(TokenError::Malformed)
     );
 }
@@ -292,7 +349,10 @@ fn other_versions_and_purposes_are_malformed() {
 fn huge_input_is_malformed_without_parsing() {
     let ring = ring(1);
     let huge = format!("{HEADER}{}", "A".repeat(64 * 1024));
-    assert_eq!(open(&huge, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
+    assert_eq!(
+        open(&huge, &ring, NOW, within(LEEWAY)),
+        Err(TokenError::Malformed)
+    );
     // Even authentic tokens are refused past the limit, so nothing big gets decoded.
     let sized = |n: usize| {
         let c = Claims {
@@ -302,15 +362,21 @@ fn huge_input_is_malformed_without_parsing() {
         (seal(&c, &ring).unwrap(), c)
     };
     let (big, _) = sized(48 * 1024);
-    assert_eq!(open(&big, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
+    assert_eq!(
+        open(&big, &ring, NOW, within(LEEWAY)),
+        Err(TokenError::Malformed)
+    );
     let (short, _) = sized(0);
     let room = (MAX_TOKEN_LEN - short.len()) * 3 / 4;
     let (at_limit, c) = sized(room);
     assert!(at_limit.len() <= MAX_TOKEN_LEN && at_limit.len() > MAX_TOKEN_LEN - 8);
-    assert_eq!(open(&at_limit, &ring, NOW, LEEWAY), Ok(c));
+    assert_eq!(open(&at_limit, &ring, NOW, within(LEEWAY)), Ok(c));
     let (over, _) = sized(room + 6);
     assert!(over.len() > MAX_TOKEN_LEN);
-    assert_eq!(open(&over, &ring, NOW, LEEWAY), Err(TokenError::Malformed));
+    assert_eq!(
+        open(&over, &ring, NOW, within(LEEWAY)),
+        Err(TokenError::Malformed)
+    );
 }
 
 #[test]
@@ -319,7 +385,7 @@ fn messages_carry_no_token_bytes() {
     let token = seal(&claims(), &ring).unwrap();
     let (_, footer) = parts(&token);
     for bad in [&token[..token.len() - 1], &token[..40]] {
-        let err = open(bad, &ring, NOW, LEEWAY).unwrap_err();
+        let err = open(bad, &ring, NOW, within(LEEWAY)).unwrap_err();
         let text = format!("{err} {err:?}");
         assert!(
             !text.contains(&token[9..30]) && !text.contains(footer),
@@ -356,7 +422,7 @@ proptest! {
         let replacement = if B64URL[with] == bytes[i] { B64URL[(with + 1) % B64URL.len()] } else { B64URL[with] };
         bytes[i] = replacement;
         let mutated = String::from_utf8(bytes).unwrap();
-        let got = open(&mutated, &ring, NOW, LEEWAY);
+        let got = open(&mutated, &ring, NOW, within(LEEWAY));
 
         let dot = token.rfind('.').unwrap();
         if i < HEADER.len() || i == dot {
@@ -378,16 +444,16 @@ proptest! {
     #[test]
     fn arbitrary_strings_never_open(s in any::<String>()) {
         let ring = ring(1);
-        prop_assert!(open(&s, &ring, NOW, LEEWAY).is_err());
+        prop_assert!(open(&s, &ring, NOW, within(LEEWAY)).is_err());
         let prefixed = format!("{HEADER}{s}");
-        prop_assert!(open(&prefixed, &ring, NOW, LEEWAY).is_err());
+        prop_assert!(open(&prefixed, &ring, NOW, within(LEEWAY)).is_err());
     }
 
     #[test]
     fn token_shaped_garbage_never_opens(body in "[A-Za-z0-9_-]{0,700}", foot in "[A-Za-z0-9_.-]{0,90}") {
         let ring = ring(1);
         let t = format!("{HEADER}{body}.{foot}");
-        prop_assert!(open(&t, &ring, NOW, LEEWAY).is_err());
+        prop_assert!(open(&t, &ring, NOW, within(LEEWAY)).is_err());
     }
 
     #[test]
@@ -395,6 +461,6 @@ proptest! {
         let ring = ring(1);
         let c = Claims { sub, roles, exp: NOW + life, ..claims() };
         let token = seal(&c, &ring).unwrap();
-        prop_assert_eq!(open(&token, &ring, NOW, 0), Ok(c));
+        prop_assert_eq!(open(&token, &ring, NOW, within(0)), Ok(c));
     }
 }

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
-use crate::testutil::{NOW, claims, ring, rng};
+use crate::testutil::{NOW, claims, ring, rng, within};
 use crate::token::{open, seal};
 
 fn mode(path: &Path) -> u32 {
@@ -45,7 +45,7 @@ fn save_then_load_is_the_same_ring() {
     assert_eq!(back.list(), ring.list());
     assert_eq!(back.generation(), ring.generation());
     let token = seal(&claims(), &ring).unwrap();
-    assert_eq!(open(&token, &back, NOW, 0), Ok(claims()));
+    assert_eq!(open(&token, &back, NOW, within(0)), Ok(claims()));
     let again = tempfile::tempdir().unwrap().keep().join("k.toml");
     save(&again, &back).unwrap();
     assert_eq!(
@@ -101,6 +101,21 @@ fn group_or_world_accessible_file_is_refused() {
     }
     fs::set_permissions(&path, Permissions::from_mode(0o400)).unwrap();
     assert!(load(&path).is_ok(), "owner read-only is fine");
+}
+
+#[test]
+fn a_read_only_root_owned_group_readable_ring_is_a_kubernetes_secret() {
+    assert!(private_enough(0o600, 1000) && private_enough(0o400, 0));
+    assert!(private_enough(0o440, 0));
+    for (mode, owner) in [
+        (0o440, 1000),
+        (0o640, 0),
+        (0o444, 0),
+        (0o460, 0),
+        (0o604, 0),
+    ] {
+        assert!(!private_enough(mode, owner), "{mode:o} owned by {owner}");
+    }
 }
 
 #[test]
