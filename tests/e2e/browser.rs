@@ -195,6 +195,7 @@ async fn idp_then_passkey_enroll_sign_in_sign_out_revoke_in_chromium() {
         "shots": artifacts("oidc"),
     }));
     assert!(out.contains("\"name\":\"done\""), "{out}");
+    assert!(out.contains("IdP alone refused a second key"), "{out}");
     audit_has_events_but_no_names(
         &stack.keyward.audit(),
         &["idp_verified", "enrolled", "login", "revoked"],

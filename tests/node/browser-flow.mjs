@@ -140,6 +140,21 @@ try {
   await shot(page, 'signed-in-again');
   log('signed in again (usernameless)', { url: page.url() });
 
+  // 6b. In oidc mode the IdP alone does not add a key to an account that has one: a
+  //     browser with no session, signed in at the IdP, is refused at enrollment.
+  if (args.mode === 'oidc') {
+    const stranger = await browser.newContext();
+    const other = await stranger.newPage();
+    await other.goto(`${base}/.keyward/enroll`);
+    await other.waitForURL((u) => u.pathname === '/.keyward/enroll', { timeout: 15000 });
+    const body = await other.innerText('body');
+    if (!/already has a key/i.test(body)) fail(`IdP sign-in alone reached enrollment: ${body.slice(0, 300)}`);
+    if (await other.$('#enroll-passkey')) fail('the enrollment button is offered without the passkey');
+    await shot(other, 'idp-alone-cannot-add-a-key');
+    log('IdP alone refused a second key');
+    await stranger.close();
+  }
+
   // 7. Revoke the device from "my devices": signed out, and the protected page is
   //    refused until a new device is enrolled.
   await page.goto(`${base}/.keyward/devices`);

@@ -162,5 +162,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "`oidc` and `oidc-enroll` need an [oidc] section (issuer, client_id, redirect_url)",
         ));
     }
+    // With invites only, an IdP sign-in would still create accounts and enroll devices.
+    if p.identity == IdentityMode::Invite && cfg.oidc.is_some() {
+        return Err(invalid(
+            "portal.identity",
+            "is `invite` (the default), so the [oidc] section would let anyone the IdP knows enroll; set `oidc` or `oidc-enroll`, or remove [oidc]",
+        ));
+    }
     Ok(())
 }

@@ -220,3 +220,21 @@ fn unsafe_state_and_lifetimes_are_refused() {
             .unwrap();
     assert_eq!(c.session_horizon_secs(), 30 * 86_400 + 60);
 }
+
+#[test]
+fn an_idp_needs_an_identity_mode_that_uses_it() {
+    let base = "version = 1\n[portal]\nrp_id = \"example.com\"\norigins = [\"https://auth.example.com\"]\n\
+                login_url = \"https://auth.example.com/.keyward/login\"\n";
+    let oidc = "[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"keyward\"\n\
+                redirect_url = \"https://auth.example.com/.keyward/oidc/callback\"\n";
+    // Invites only (the default), yet an IdP: anyone it knows could enroll.
+    let err = load(&format!("{base}{oidc}")).unwrap_err();
+    assert!(
+        err.contains("portal.identity") && err.contains("[oidc]"),
+        "{err}"
+    );
+    for mode in ["oidc", "oidc-enroll"] {
+        let c = load(&format!("{base}identity = \"{mode}\"\n{oidc}"));
+        assert!(c.is_ok(), "{mode}: {c:?}");
+    }
+}

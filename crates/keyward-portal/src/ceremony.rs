@@ -12,7 +12,9 @@ use webauthn_rs::prelude::{
 
 /// How long a started ceremony may take to finish.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
-const MAX_PENDING: u64 = 100_000;
+/// What the pending ceremonies may hold, in (estimated) bytes: ~16,000 ceremonies
+/// with long return URLs, ~30,000 typical ones.
+const MAX_PENDING_BYTES: u64 = 64 << 20;
 
 /// A ceremony waiting for its second half.
 #[derive(Debug)]
@@ -71,6 +73,21 @@ pub struct OidcPending {
     pub enroll: bool,
 }
 
+impl Pending {
+    /// Roughly what it holds in memory: WebAuthn state (a challenge, and for a named
+    /// user their credentials) is ~1-2 KiB; the return URL is up to 4 KiB.
+    fn estimated_size(&self) -> usize {
+        const STATE: usize = 2048;
+        STATE
+            + match self {
+                Pending::Enroll(e) => e.rd.len() + e.device_name.len() + e.user_id.len(),
+                Pending::SignIn(s) => s.rd.len(),
+                Pending::Oidc(o) => o.rd.len(),
+                Pending::Identified { user_id, rd } => user_id.len() + rd.len(),
+            }
+    }
+}
+
 /// The pending ceremonies.
 #[derive(Debug)]
 pub struct Ceremonies {
@@ -81,7 +98,10 @@ impl Default for Ceremonies {
     fn default() -> Self {
         Self {
             pending: Cache::builder()
-                .max_capacity(MAX_PENDING)
+                .weigher(|id: &String, p: &Arc<Pending>| {
+                    u32::try_from(id.len() + p.estimated_size()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(MAX_PENDING_BYTES)
                 .time_to_live(CEREMONY_TTL)
                 .build(),
         }

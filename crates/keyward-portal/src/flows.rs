@@ -6,10 +6,11 @@
 //! use), verifies the authenticator's answer with webauthn-rs and, on success, sets
 //! the session cookie and says where to go.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_config::IdentityMode;
@@ -113,12 +114,19 @@ pub struct SignInBegin {
 /// `POST /.keyward/login/begin`
 pub async fn sign_in_begin(
     State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<SignInBegin>,
 ) -> Response {
+    let ip = web::client_ip(&portal, &peer, &headers);
     let rd = portal.settings.return_hosts.check(body.rd.as_deref());
     let named = match identified(&portal, &headers) {
-        Some((user_id, _)) => Some(portal.store.user(&user_id).await),
+        Some((user_id, _)) => {
+            if !portal.allow_sign_in(&user_id, ip) {
+                return web::too_many(portal.per_user.retry_after());
+            }
+            Some(portal.store.user(&user_id).await)
+        }
         None if portal.settings.identity == IdentityMode::Oidc => {
             return json_error(
                 StatusCode::UNAUTHORIZED,
@@ -131,7 +139,12 @@ pub async fn sign_in_begin(
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            Some(name) if name.len() <= 128 => Some(portal.store.user_by_name(name).await),
+            Some(name) if name.len() <= 128 => {
+                if !portal.allow_sign_in(name, ip) {
+                    return web::too_many(portal.per_user.retry_after());
+                }
+                Some(portal.store.user_by_name(name).await)
+            }
             Some(_) => return json_error(StatusCode::BAD_REQUEST, "That user name is too long."),
             None => None,
         },
@@ -140,11 +153,7 @@ pub async fn sign_in_begin(
         Ok(u) => u.flatten(),
         Err(err) => return store_failed(&err),
     };
-    if let Some(user) = &user
-        && !portal.allow_user(&user.id)
-    {
-        return web::too_many(portal.per_user.retry_after());
-    }
+
     // A named user with devices gets their credentials listed (security keys without
     // discoverable credentials need this). Anyone else, including unknown names, gets
     // a usernameless challenge: the answer does not reveal who exists.
@@ -189,6 +198,7 @@ pub async fn sign_in_begin(
 /// `POST /.keyward/login/finish`
 pub async fn sign_in_finish(
     State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(credential): Json<PublicKeyCredential>,
 ) -> Response {
@@ -211,7 +221,7 @@ pub async fn sign_in_finish(
         }
         Err(err) => return store_failed(&err),
     };
-    if !portal.allow_user(&device.user_id) {
+    if !portal.allow_sign_in(&device.user_id, web::client_ip(&portal, &peer, &headers)) {
         return web::too_many(portal.per_user.retry_after());
     }
     let user = match portal.store.user(&device.user_id).await {
@@ -485,14 +495,35 @@ async fn enroller(
         };
     }
     if let Some((user_id, _)) = identified(portal, headers) {
-        return match portal.store.user(&user_id).await {
-            Ok(Some(u)) if !u.disabled => Ok(Enroller::Identified(u)),
-            Ok(_) => Err(json_error(
-                StatusCode::FORBIDDEN,
-                "This account is disabled.",
-            )),
-            Err(err) => Err(store_failed(&err)),
+        let user = match portal.store.user(&user_id).await {
+            Ok(Some(u)) if !u.disabled => u,
+            Ok(_) => {
+                return Err(json_error(
+                    StatusCode::FORBIDDEN,
+                    "This account is disabled.",
+                ));
+            }
+            Err(err) => return Err(store_failed(&err)),
         };
+        // In `oidc` mode the IdP alone enrolls only a first device: sign-in is IdP and
+        // passkey, so a phished IdP password must not add a key of its own. Later
+        // devices need the passkey too (a recent session, below).
+        let first = match portal.settings.identity {
+            IdentityMode::Oidc => match portal.store.devices(Some(&user.id)).await {
+                Ok(devices) => devices.is_empty(),
+                Err(err) => return Err(store_failed(&err)),
+            },
+            IdentityMode::OidcEnroll | IdentityMode::Invite => true,
+        };
+        if first {
+            return Ok(Enroller::Identified(user));
+        }
+        if portal.session(headers).is_none() {
+            return Err(json_error(
+                StatusCode::CONFLICT,
+                "This account already has a key. Sign in with it, then add this device from your devices page.",
+            ));
+        }
     }
     if let Some(claims) = portal.session(headers) {
         // A stolen cookie must not be turned into a device of the thief's: adding a
@@ -580,6 +611,7 @@ pub async fn enroll_page(
             let message = match status {
                 StatusCode::GONE => "This enrollment link can no longer be used",
                 StatusCode::FORBIDDEN => "This account is disabled",
+                StatusCode::CONFLICT => "This account already has a key",
                 StatusCode::SERVICE_UNAVAILABLE => "keyward cannot reach its database",
                 _ => "This enrollment link is not valid",
             };
@@ -588,6 +620,9 @@ pub async fn enroll_page(
                     "Links expire and enroll one device each. Ask your administrator for a new one."
                 }
                 StatusCode::SERVICE_UNAVAILABLE => "Try again in a moment.",
+                StatusCode::CONFLICT => {
+                    "Sign in with your organization and your key, then add this device from your devices page."
+                }
                 _ => {
                     "Check that you copied the whole link, or ask your administrator for a new one."
                 }

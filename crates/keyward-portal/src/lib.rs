@@ -251,7 +251,7 @@ impl Portal {
     }
 
     fn allow_ip(&self, ip: IpAddr) -> bool {
-        self.per_ip.allow(&ip.to_string())
+        self.per_ip.allow(&rate_key(ip))
     }
 
     /// The pending ceremony the request's cookie names, taken (single use).
@@ -261,6 +261,13 @@ impl Portal {
 
     fn allow_user(&self, user_id: &str) -> bool {
         self.per_user.allow(user_id)
+    }
+
+    /// The per-user budget of sign-ins, spent per user and client: proving nothing, a
+    /// stranger naming `who` must not lock them out from elsewhere. `who` is the name
+    /// typed (known or not: a 429 must not tell which names exist) or the user id.
+    fn allow_sign_in(&self, who: &str, ip: IpAddr) -> bool {
+        self.per_user.allow(&format!("{who}|{}", rate_key(ip)))
     }
 }
 
@@ -344,6 +351,21 @@ pub(crate) fn random_id() -> String {
     Base64UrlUnpadded::encode_string(&b)
 }
 
+/// Whose budget a request from `ip` spends: the address, or for IPv6 its /64 (one
+/// client is commonly given a whole /64, and would otherwise have 2^64 budgets).
+fn rate_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// The portal routes.
 pub fn router(portal: Arc<Portal>) -> Router {
     let ceremonies = Router::new()
@@ -351,6 +373,9 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/.keyward/login/finish", post(flows::sign_in_finish))
         .route("/.keyward/enroll/begin", post(flows::enroll_begin))
         .route("/.keyward/enroll/finish", post(flows::enroll_finish))
+        // Each start stores a ceremony, and each callback may call the IdP.
+        .route("/.keyward/oidc/start", get(oidc_flow::start))
+        .route("/.keyward/oidc/callback", get(oidc_flow::callback))
         .route_layer(axum::middleware::from_fn_with_state(
             portal.clone(),
             web::limit_per_ip,
@@ -364,8 +389,6 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/.keyward/devices/revoke", post(account::revoke))
         .route("/.keyward/logout", post(account::sign_out))
         .route("/.keyward/logout-all", post(account::sign_out_everywhere))
-        .route("/.keyward/oidc/start", get(oidc_flow::start))
-        .route("/.keyward/oidc/callback", get(oidc_flow::callback))
         .route(
             "/.keyward/static/keyward.js",
             get(|| {

@@ -158,7 +158,14 @@ pub async fn callback(
     }
     let has_devices = match portal.store.devices(Some(&user.id)).await {
         Ok(d) => !d.is_empty(),
-        Err(_) => false,
+        Err(err) => {
+            tracing::error!(%err, "store failed");
+            return pages::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward cannot reach its database",
+                "Try again in a moment.",
+            );
+        }
     };
     tracing::info!(target: "audit", event = "idp_verified", roles = user.roles.len());
     let id = portal.ceremonies.put(Pending::Identified {

@@ -1253,12 +1253,57 @@ async fn ceremony_starts_are_rate_limited_per_client() {
     assert!(a.error().contains("Too many attempts"), "{}", a.error());
     assert!(a.cookie(CEREMONY_COOKIE).is_none());
 
+    // The IdP round trip spends the same budget (each start stores a ceremony).
+    h.get("/.keyward/oidc/start?rd=/", &[])
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
+    h.get("/.keyward/oidc/callback?state=x&code=y", &[])
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
+
     // Another client has its own budget.
-    let other = Harness {
+    let mut other = Harness {
         peer: "192.0.2.11:50000".parse().unwrap(),
         ..h
     };
     other.login_begin(None).await;
+
+    // An IPv6 client's budget is its /64: a new address in it is the same client.
+    other.peer = "[2001:db8:1:2::7]:50000".parse().unwrap();
+    for _ in 0..3 {
+        other.login_begin(None).await;
+    }
+    other.peer = "[2001:db8:1:2:ffff::9]:50000".parse().unwrap();
+    other
+        .post_json("/.keyward/login/begin", &json!({}), &[])
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
+    other.peer = "[2001:db8:1:3::7]:50000".parse().unwrap();
+    other.login_begin(None).await;
+}
+
+/// The per-user budget is spent per user and client: a stranger naming someone cannot
+/// lock them out, and a 429 comes the same for names that exist and names that do not.
+#[tokio::test]
+async fn naming_a_user_spends_only_this_clients_budget_for_them() {
+    let mut h = Harness::build(|_| "rate_per_ip = 1000\nrate_per_user = 2\n".into()).await;
+    h.user("alice").await;
+    let begin = |name: &'static str| json!({ "username": name });
+    for name in ["alice", "nobody"] {
+        for _ in 0..2 {
+            h.post_json("/.keyward/login/begin", &begin(name), &[])
+                .await
+                .expect(StatusCode::OK);
+        }
+        h.post_json("/.keyward/login/begin", &begin(name), &[])
+            .await
+            .expect(StatusCode::TOO_MANY_REQUESTS);
+    }
+    // alice, from her own address, is not locked out.
+    h.peer = "192.0.2.77:40000".parse().unwrap();
+    h.post_json("/.keyward/login/begin", &begin("alice"), &[])
+        .await
+        .expect(StatusCode::OK);
 }
 
 /// Adding a device with a live session needs a recent sign-in: a stolen cookie alone
