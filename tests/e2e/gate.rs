@@ -517,6 +517,16 @@ async fn revocation_applies_on_the_next_request_and_survives_restart() {
 
     let out = s.keyward.cli_ok(&["sessions", "revoke", "--session", &sid]);
     assert!(out.contains("in force on the local agent now"), "{out}");
+    // The agent says when it last read the store (an outage would show as its age).
+    let read = s
+        .keyward
+        .metric("keyward_revocations_read_timestamp_seconds")
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - read).abs() < 30.0, "read at {read}, now {now}");
     let r = s
         .counts(&decision("login", "revoked"), s.as_user("/", &sess))
         .await;

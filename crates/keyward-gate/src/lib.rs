@@ -178,6 +178,11 @@ impl Gate {
         self.revocations.store(Arc::new(revocations));
     }
 
+    /// Records that the store's revocations were read at `now` (unix seconds).
+    pub fn revocations_read(&self, now: i64) {
+        self.metrics.revocations_read.set(now);
+    }
+
     /// Sessions in the cache (after pending evictions ran).
     pub fn cached_sessions(&self) -> u64 {
         self.sessions.run_pending_tasks();

@@ -14,6 +14,9 @@ pub struct GateMetrics {
     pub validation_seconds: Histogram,
     pub keyring_generation: IntGauge,
     pub revocations: IntGauge,
+    /// When the store's revocations were last read (unix seconds): an agent that
+    /// cannot read its store keeps enforcing what it has, and this says how old it is.
+    pub revocations_read: IntGauge,
     pub policy_rules: IntGauge,
     /// Sessions in the cache (updated by the agent's housekeeping, every second).
     pub cache_entries: IntGauge,
@@ -73,6 +76,10 @@ impl GateMetrics {
                 "Generation of the key ring in use (changes on rotation)",
             )?,
             revocations: gauge("revocations", "Revocations in force in memory")?,
+            revocations_read: gauge(
+                "revocations_read_timestamp_seconds",
+                "When revocations were last read from the store (unix seconds)",
+            )?,
             policy_rules: gauge("policy_rules", "Rules in the route policy in use")?,
             cache_entries: gauge(
                 "session_cache_entries",

@@ -35,6 +35,7 @@ impl Revoker {
         let now = crate::unix_now();
         let current = self.gate.revocations();
         let new = self.store.revocations_since(current.last_id(), now).await?;
+        self.gate.revocations_read(now);
         if new.is_empty() {
             return Ok(0);
         }
