@@ -14,7 +14,17 @@ fuzz_target!(|data: &[u8]| {
     let mid = (0..=text.len() / 2).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     let (a, b) = text.split_at(mid);
     let _ = credential::find(Some(a), Some(b), "keyward_session");
-    let _ = credential::cookie_value(&text, "keyward_session");
+    // The cookie found is the first of its name, and "repeated" means another value
+    // of that name follows: what the gate must not let the first decide alone.
+    let values: Vec<&str> = credential::cookie_values(&text, "keyward_session").collect();
+    assert_eq!(credential::cookie_value(&text, "keyward_session"), values.first().copied());
+    match credential::find(Some(&text), None, "keyward_session") {
+        Some(c) => {
+            assert_eq!(Some(&c.token), values.first());
+            assert_eq!(c.repeated, values.iter().any(|v| *v != c.token));
+        }
+        None => assert!(values.is_empty()),
+    }
     let host = normalize_host(&text);
     assert_eq!(normalize_host(&host), host);
     let path = normalize_path(&text).into_owned();
