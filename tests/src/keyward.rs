@@ -2,7 +2,7 @@
 //! and audit log all inside it, listeners on free loopback ports.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -30,16 +30,34 @@ impl Keyward {
 
     /// [`Keyward::start`] with `portal` as the `[portal]` keys (besides `listen`).
     pub async fn start_with(policy: &str, portal_keys: &str, extra: &str) -> Self {
-        Self::start_full(policy, portal_keys, "", extra).await
+        Self::start_full(policy, portal_keys, "", None, extra).await
     }
 
     /// [`Keyward::start`] with `spoa_keys` added to `[spoa]` (besides `listen`), e.g.
     /// `max_connections = 200` (`extra` cannot: TOML allows a table only once).
     pub async fn start_spoa(policy: &str, spoa_keys: &str, extra: &str) -> Self {
-        Self::start_full(policy, TEST_PORTAL, spoa_keys, extra).await
+        Self::start_full(policy, TEST_PORTAL, spoa_keys, None, extra).await
     }
 
-    async fn start_full(policy: &str, portal_keys: &str, spoa_keys: &str, extra: &str) -> Self {
+    /// One node of many: `[store]` is `store_keys` (a shared `url` and more), and the
+    /// key ring is `peer`'s (nodes share it, the way a mounted secret is shared), or a
+    /// new one for the first node.
+    pub async fn start_node(policy: &str, store_keys: &str, peer: Option<&Keyward>) -> Self {
+        let keyring = peer.map(|p| p.dir.path().join("keyring.toml"));
+        let shared = Shared {
+            store_keys,
+            keyring: keyring.as_deref(),
+        };
+        Self::start_full(policy, TEST_PORTAL, "", Some(shared), "").await
+    }
+
+    async fn start_full(
+        policy: &str,
+        portal_keys: &str,
+        spoa_keys: &str,
+        shared: Option<Shared<'_>>,
+        extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let (spoa, ops, portal) = (
@@ -49,6 +67,15 @@ impl Keyward {
         );
         let config = d.join("keyward.toml");
         let policy_path = d.join("policy.toml");
+        let own_keyring = d.join("keyring.toml");
+        let keyring = shared
+            .as_ref()
+            .and_then(|s| s.keyring)
+            .unwrap_or(&own_keyring);
+        let store_keys = shared.as_ref().map_or_else(
+            || format!("url = \"sqlite://{}/keyward.db\"", d.display()),
+            |s| s.store_keys.to_owned(),
+        );
         std::fs::write(&policy_path, policy).expect("write policy");
         let toml = format!(
             r#"version = 1
@@ -61,20 +88,21 @@ listen = "{ops}"
 listen = "{portal}"
 {portal_keys}
 [session]
-keyring = "{d}/keyring.toml"
+keyring = "{keyring}"
 leeway = "0s"
 [assertion]
 issuer = "https://auth.test"
 [policy]
 file = "{policy}"
 [store]
-url = "sqlite://{d}/keyward.db"
+{store_keys}
 [audit]
 file = "{d}/audit.jsonl"
 {extra}
 "#,
             d = d.display(),
             policy = policy_path.display(),
+            keyring = keyring.display(),
         );
         std::fs::write(&config, toml).expect("write config");
         let mut k = Self {
@@ -86,7 +114,9 @@ file = "{d}/audit.jsonl"
             portal,
             proc: None,
         };
-        k.cli_ok(&["keys", "generate"]);
+        if !keyring.exists() {
+            k.cli_ok(&["keys", "generate"]);
+        }
         k.restart().await;
         k
     }
@@ -186,6 +216,12 @@ file = "{d}/audit.jsonl"
     pub fn audit(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
     }
+}
+
+/// What the nodes of one deployment share.
+struct Shared<'a> {
+    store_keys: &'a str,
+    keyring: Option<&'a Path>,
 }
 
 /// The `[portal]` of tests that do not sign in through the portal.

@@ -7,6 +7,7 @@ pub mod http;
 pub mod keyward;
 pub mod load;
 pub mod oidc;
+pub mod postgres;
 pub mod process;
 pub mod stack;
 pub mod upstream;

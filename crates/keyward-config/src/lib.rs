@@ -215,7 +215,9 @@ impl Default for PortalConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite:///var/lib/keyward/keyward.db`
+    /// `sqlite:///var/lib/keyward/keyward.db` (one node) or
+    /// `postgres://keyward@db.internal/keyward?sslmode=verify-full` (shared by many
+    /// nodes; leave the password out of the file: `PGPASSWORD` or a `PGPASSFILE`).
     pub url: String,
     /// How often agents read new revocations from the store (a revoke made with the
     /// CLI is also pushed to the local agent at once).
@@ -590,8 +592,14 @@ impl Config {
             oidc.validate()
                 .map_err(|e| ConfigError::Oidc(e.to_string()))?;
         }
-        if !self.store.url.starts_with("sqlite:") {
-            return Err(invalid("store.url", "use sqlite:///path/to/keyward.db"));
+        if !self.store.url.starts_with("sqlite:")
+            && !self.store.url.starts_with("postgres://")
+            && !self.store.url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "store.url",
+                "use sqlite:///path/to/keyward.db (one node) or postgres://user@host/database (many nodes)",
+            ));
         }
         // An in-memory database is lost on restart, and each process (the agent, every
         // CLI command) would have its own: revocations would never reach the agent.

@@ -198,6 +198,7 @@ fn dedupe_keys(toml: &str) -> String {
 fn unsafe_state_and_lifetimes_are_refused() {
     for (toml, key) in [
         ("[store]\nurl = \"sqlite::memory:\"", "store.url"),
+        ("[store]\nurl = \"mysql://kw@db/kw\"", "store.url"),
         (
             "[store]\nurl = \"sqlite://file:kw?mode=memory&cache=shared\"",
             "store.url",
@@ -219,6 +220,13 @@ fn unsafe_state_and_lifetimes_are_refused() {
         load("version = 1\n[session]\nmax_lifetime = \"30d\"\n[store]\nrevocation_poll = \"5m\"")
             .unwrap();
     assert_eq!(c.session_horizon_secs(), 30 * 86_400 + 60);
+    for url in [
+        "postgres://kw@db.internal/kw",
+        "postgresql://kw@[::1]:5432/kw?sslmode=verify-full",
+    ] {
+        let c = load(&format!("version = 1\n[store]\nurl = \"{url}\"")).unwrap();
+        assert_eq!(c.store.url, url);
+    }
 }
 
 #[test]

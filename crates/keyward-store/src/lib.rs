@@ -1,18 +1,28 @@
 //! keyward's durable state behind one interface.
 //!
 //! SQLite is the embedded default (one file, WAL, `synchronous=FULL`: a committed write
-//! survives a crash). The revocation log lives here; users, credentials and invites
-//! join it with the portal. Sessions themselves are stateless tokens and are never
-//! stored.
+//! survives a crash). PostgreSQL is the shared store of many nodes: every agent reads
+//! the same revocation log, and a committed revocation wakes them all at once
+//! (LISTEN/NOTIFY, [`Store::wakeups`]) with polling as the fallback. Both backends run
+//! the same SQL (`$1` placeholders; standard statements both accept) against schemas
+//! kept column for column alike (`migrations/sqlite`, `migrations/postgres`).
+//! Sessions themselves are stateless tokens and are never stored.
 
 pub mod revocation;
 pub mod users;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Decode, Row, Type};
 
 pub use revocation::{Kind, Revocation, Revocations};
 pub use users::{Conflict, Device, Invite, NewDevice, NewUser, Source, User};
@@ -34,21 +44,81 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    #[error("the store connection listening for revocations was lost")]
+    ListenerLost,
 }
 
 /// The store. One variant per backend; all share the same operations.
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
+
+/// Runs `$body` once per backend with `$pool` bound to that backend's pool: the body is
+/// written once and compiled for each (sqlx infers the database from the executor).
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Reading a column of either backend's rows, for values both backends decode.
+pub(crate) trait Field {
+    fn field<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>;
+}
+
+impl Field for SqliteRow {
+    fn field<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>,
+    {
+        self.try_get(column)
+    }
+}
+
+impl Field for PgRow {
+    fn field<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>,
+    {
+        self.try_get(column)
+    }
+}
+
+/// The channel a committed revocation is announced on (see migrations/postgres).
+const REVOCATIONS_CHANNEL: &str = "keyward_revocations";
+
+const STORE_URL_EXAMPLES: &str =
+    "e.g. sqlite:///var/lib/keyward/keyward.db or postgres://keyward@db.internal/keyward";
 
 impl Store {
     /// Opens (creating if needed) the store at `url` and brings its schema up to date.
-    /// `sqlite:///var/lib/keyward/keyward.db` or `sqlite::memory:`.
+    /// `sqlite:///var/lib/keyward/keyward.db`, `sqlite::memory:` (tests), or
+    /// `postgres://user:password@host:5432/database?sslmode=verify-full`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Url(format!("`{url}` is not a SQLite URL ({e}); e.g. sqlite:///var/lib/keyward/keyward.db")))?
+                .map_err(|e| {
+                    StoreError::Url(format!(
+                        "`{url}` is not a SQLite URL ({e}); {STORE_URL_EXAMPLES}"
+                    ))
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
@@ -65,9 +135,39 @@ impl Store {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             return Ok(Store::Sqlite(pool));
         }
+        if is_postgres_url(url) {
+            let shown = redact_url(url);
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| {
+                    StoreError::Url(format!(
+                        "`{shown}` is not a PostgreSQL URL ({e}); {STORE_URL_EXAMPLES}"
+                    ))
+                })?
+                .application_name("keyward");
+            // One connection of the pool is the revocation listener's while it runs.
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(|source| StoreError::Open { url: shown, source })?;
+            // Nodes starting together against a new database: sqlx holds an advisory
+            // lock while it migrates, so one migrates and the others wait.
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            return Ok(Store::Postgres(pool));
+        }
         Err(StoreError::Url(format!(
-            "`{url}`: only sqlite: URLs are supported, e.g. sqlite:///var/lib/keyward/keyward.db"
+            "`{}`: only sqlite: and postgres:// URLs are supported; {STORE_URL_EXAMPLES}",
+            redact_url(url)
         )))
+    }
+
+    /// Which backend, for logs: "sqlite" or "postgres".
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
     }
 
     /// Appends a revocation and returns it with its log id.
@@ -78,26 +178,35 @@ impl Store {
         at: i64,
         until: i64,
     ) -> Result<Revocation, StoreError> {
-        match self {
-            Store::Sqlite(pool) => {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO revocations (kind, subject, at, until) VALUES (?, ?, ?, ?) RETURNING id",
-                )
-                .bind(kind.as_str())
-                .bind(subject)
-                .bind(at)
-                .bind(until)
-                .fetch_one(pool)
-                .await?;
-                Ok(Revocation {
-                    id,
-                    kind,
-                    subject: subject.to_owned(),
-                    at,
-                    until,
-                })
+        let id: i64 = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Store::Postgres(_) = self {
+                // Readers ask for "ids after the last one I saw": two writers that
+                // commit out of id order would hide the earlier id from a reader that
+                // saw the later one. Writers queue here instead (readers do not).
+                sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
             }
-        }
+            let id = sqlx::query_scalar(
+                "INSERT INTO revocations (kind, subject, at, until) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(kind.as_str())
+            .bind(subject)
+            .bind(at)
+            .bind(until)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            id
+        });
+        Ok(Revocation {
+            id,
+            kind,
+            subject: subject.to_owned(),
+            at,
+            until,
+        })
     }
 
     /// Log entries after `after_id` that are still in force at `now`, in id order.
@@ -106,47 +215,96 @@ impl Store {
         after_id: i64,
         now: i64,
     ) -> Result<Vec<Revocation>, StoreError> {
-        match self {
-            Store::Sqlite(pool) => {
-                let rows = sqlx::query(
-                    "SELECT id, kind, subject, at, until FROM revocations WHERE id > ? AND until >= ? ORDER BY id",
-                )
+        const SQL: &str = "SELECT id, kind, subject, at, until FROM revocations WHERE id > $1 AND until >= $2 ORDER BY id";
+        on_pool!(self, pool => {
+            sqlx::query(SQL)
                 .bind(after_id)
                 .bind(now)
                 .fetch_all(pool)
-                .await?;
-                rows.into_iter()
-                    .map(|row| {
-                        let kind: String = row.try_get("kind")?;
-                        Ok(Revocation {
-                            id: row.try_get("id")?,
-                            kind: Kind::parse(&kind).ok_or(StoreError::BadKind(kind))?,
-                            subject: row.try_get("subject")?,
-                            at: row.try_get("at")?,
-                            until: row.try_get("until")?,
-                        })
-                    })
-                    .collect()
-            }
-        }
+                .await?
+                .iter()
+                .map(revocation_from_row)
+                .collect()
+        })
     }
 
     /// Deletes entries that can no longer match a valid token. Returns how many.
     pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(pool) => Ok(sqlx::query("DELETE FROM revocations WHERE until < ?")
+        Ok(on_pool!(self, pool => {
+            sqlx::query("DELETE FROM revocations WHERE until < $1")
                 .bind(now)
                 .execute(pool)
                 .await?
-                .rows_affected()),
-        }
+                .rows_affected()
+        }))
+    }
+
+    /// A subscription that wakes on every revocation another process commits:
+    /// PostgreSQL's LISTEN. `None` on SQLite (one node: the CLI tells its agent itself).
+    pub async fn wakeups(&self) -> Result<Option<Wakeups>, StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(REVOCATIONS_CHANNEL).await?;
+        Ok(Some(Wakeups { listener }))
     }
 
     /// Closes connections (flushes the WAL on SQLite).
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(pool) => pool.close().await,
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// See [`Store::wakeups`].
+#[derive(Debug)]
+pub struct Wakeups {
+    listener: PgListener,
+}
+
+impl Wakeups {
+    /// Waits until a revocation was committed. An error means the listening
+    /// connection was lost, and with it what was announced meanwhile: drop this, make
+    /// a new one with [`Store::wakeups`], and read the log once it is made.
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        match self.listener.try_recv().await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::ListenerLost),
         }
+    }
+}
+
+fn revocation_from_row(row: &impl Field) -> Result<Revocation, StoreError> {
+    let kind: String = row.field("kind")?;
+    Ok(Revocation {
+        id: row.field("id")?,
+        kind: Kind::parse(&kind).ok_or(StoreError::BadKind(kind))?,
+        subject: row.field("subject")?,
+        at: row.field("at")?,
+        until: row.field("until")?,
+    })
+}
+
+/// `postgres://` or `postgresql://`, the schemes libpq and sqlx accept.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` fit for logs and errors: a password in it becomes `***`, and the query
+/// string (which can also carry one) is left off.
+pub fn redact_url(url: &str) -> String {
+    let without_query = |s: &'_ str| s.split_once('?').map_or(s, |(base, _)| base).to_owned();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return without_query(url);
+    };
+    // The last `@`: a password may hold `@`, `/` or `?` unescaped; hiding more is safe.
+    match rest.rsplit_once('@') {
+        Some((userinfo, host_and_path)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{}", without_query(host_and_path))
+        }
+        None => format!("{scheme}://{}", without_query(rest)),
     }
 }
 
@@ -155,31 +313,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn revocations_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("k.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let a = store.revoke(Kind::User, "alice", 100, 200).await.unwrap();
-        let b = store.revoke(Kind::Session, "s1", 150, 250).await.unwrap();
-        assert!(b.id > a.id);
-        store.close().await;
-
-        let store = Store::open(&url).await.unwrap();
-        assert_eq!(
-            store.revocations_since(0, 120).await.unwrap(),
-            vec![a.clone(), b.clone()]
+    async fn bad_urls_say_what_to_write() {
+        let err = Store::open("mysql://x").await.unwrap_err().to_string();
+        assert!(
+            err.contains("sqlite:") && err.contains("postgres://"),
+            "{err}"
         );
-        assert_eq!(
-            store.revocations_since(a.id, 120).await.unwrap(),
-            vec![b.clone()]
-        );
-        assert_eq!(store.revocations_since(0, 210).await.unwrap(), vec![b]);
-        assert_eq!(store.purge_revocations(210).await.unwrap(), 1);
+        let err = Store::open("postgres://kw:hunter2@127.0.0.1:1/kw?password=hunter3")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kw:***@127.0.0.1:1/kw"), "{err}");
+        assert!(!err.contains("hunter"), "{err}");
     }
 
-    #[tokio::test]
-    async fn bad_urls_say_what_to_write() {
-        let err = Store::open("postgres://x").await.unwrap_err().to_string();
-        assert!(err.contains("sqlite:"), "{err}");
+    #[test]
+    fn passwords_never_reach_a_log() {
+        for (url, shown) in [
+            ("postgres://u:p@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u:p:q@h:5/db?sslmode=require",
+                "postgres://u:***@h:5/db",
+            ),
+            ("postgresql://u@h/db", "postgresql://u@h/db"),
+            ("postgres://h/db?password=p", "postgres://h/db"),
+            ("postgres://u:p@h", "postgres://u:***@h"),
+            ("postgres://u:a/b@c@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:a?b@h/db?x=1", "postgres://u:***@h/db"),
+            ("sqlite:///var/lib/k.db", "sqlite:///var/lib/k.db"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 }

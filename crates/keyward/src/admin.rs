@@ -158,7 +158,8 @@ pub fn mint(cfg: &Config, mint: Mint) -> anyhow::Result<String> {
 }
 
 /// `keyward sessions revoke`: records the revocation in the store, then asks the local
-/// agent to apply it at once (other agents read it within `store.revocation_poll`).
+/// agent to apply it at once (other agents read it within `store.revocation_poll`, or
+/// at once on a shared PostgreSQL store, which announces it).
 pub async fn sessions_revoke(cfg: &Config, kind: Kind, subject: &str) -> anyhow::Result<()> {
     if subject.is_empty() {
         bail!("the {} to revoke is empty", kind.as_str());
@@ -200,8 +201,15 @@ pub async fn revoke(cfg: &Config, store: &Store, kind: Kind, subject: &str) -> a
             tracing::info!(target: "audit", event = "revoked", kind = "device", revocation = r.id, device = subject)
         }
     }
+    let others = match store {
+        Store::Postgres(_) => "; other nodes are told by the store".to_owned(),
+        Store::Sqlite(_) => String::new(),
+    };
     match notify_agent(cfg).await {
-        Ok(()) => println!("revoked (#{}); in force on the local agent now", r.id),
+        Ok(()) => println!(
+            "revoked (#{}); in force on the local agent now{others}",
+            r.id
+        ),
         Err(err) => println!(
             "revoked (#{}); the local agent did not answer ({err:#}): agents apply it within {}",
             r.id,

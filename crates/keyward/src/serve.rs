@@ -15,7 +15,7 @@ use keyward_ops::Readiness;
 use keyward_session::keyring::{KeyKind, KeyState};
 use keyward_spoa::{CancellationToken, LimitsHandle, Listener, Metrics, Server};
 use keyward_store::Store;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::signal::unix::{SignalKind, signal};
 
 use keyward_portal::{Portal, Revoker};
@@ -41,6 +41,14 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         &["result"],
     )?;
     registry.register(Box::new(reloads.clone()))?;
+    let listening = IntGauge::with_opts(
+        Opts::new(
+            "revocations_listening",
+            "1 while this agent listens to the shared store for revocations other nodes commit",
+        )
+        .namespace("keyward"),
+    )?;
+    registry.register(Box::new(listening.clone()))?;
 
     let ring = state::load_ring(&cfg.session.keyring)?;
     let policy = state::load_policy(&cfg.policy.file)?;
@@ -97,6 +105,11 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         cfg.store.revocation_poll,
         shutdown.clone(),
     ));
+    let listener = tokio::spawn(listen_revocations(
+        revoker.clone(),
+        listening,
+        shutdown.clone(),
+    ));
 
     let server = Server::new(gate.clone(), cfg.spoa.limits(), spoa_metrics);
     let limits = server.limits();
@@ -118,6 +131,7 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     shutdown.cancel();
     spoa.await.context("SPOA server task")?;
     poller.await.context("revocation poller")?;
+    listener.await.context("revocation listener")?;
     ops.await.context("ops task")??;
     portal.await.context("portal task")??;
     store.close().await;
@@ -160,6 +174,60 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "purging expired revocations failed"),
             }
+        }
+    }
+}
+
+/// How long to wait before listening again after the store connection was lost.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+
+/// On a shared store (PostgreSQL), reads the log the moment another node commits a
+/// revocation, instead of at the next poll. Polling goes on regardless: a lost
+/// connection only makes revocations as late as `store.revocation_poll`, and the log is
+/// read again as soon as the listener is back (what was announced meanwhile is lost).
+async fn listen_revocations(
+    revoker: Arc<Revoker>,
+    listening: IntGauge,
+    shutdown: CancellationToken,
+) {
+    let mut wakeups = None;
+    loop {
+        listening.set(i64::from(wakeups.is_some()));
+        let Some(w) = wakeups.as_mut() else {
+            match revoker.store.wakeups().await {
+                Ok(Some(w)) => {
+                    tracing::info!("listening for revocations committed by other nodes");
+                    wakeups = Some(w);
+                    listening.set(1);
+                    if let Err(err) = revoker.refresh().await {
+                        tracing::error!(%err, "reading revocations from the store failed");
+                    }
+                }
+                // SQLite: one node, nothing to listen to.
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for revocations; polling until it can");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(RELISTEN_AFTER) => {}
+                    }
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            woke = w.next() => match woke {
+                Ok(()) => {
+                    if let Err(err) = revoker.refresh().await {
+                        tracing::error!(%err, "reading revocations from the store failed");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "revocation listener lost; listening again");
+                    wakeups = None;
+                }
+            },
         }
     }
 }
