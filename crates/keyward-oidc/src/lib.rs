@@ -85,6 +85,10 @@ type UserInfo = UserInfoClaims<ExtraClaims, CoreGenderClaim>;
 
 /// The JWKS is fetched again on an unknown `kid` (key rotation), at most this often.
 const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// A JWKS older than this is fetched again before it verifies anything: a key the
+/// provider withdrew (say, after a leak) stops verifying within this time. When the
+/// fetch fails, sign-in through the provider fails until it succeeds.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Longer authorization codes are refused before they reach the provider.
 const MAX_CODE_LEN: usize = 4096;
 
@@ -106,6 +110,7 @@ struct Inner {
     role_map: BTreeMap<String, Vec<String>>,
     jwks_url: JsonWebKeySetUrl,
     jwks: RwLock<Keys>,
+    jwks_max_age: Duration,
 }
 
 struct Keys {
@@ -159,6 +164,13 @@ impl Provider {
     /// Validates `cfg`, fetches the provider's discovery document
     /// (`<issuer>/.well-known/openid-configuration`) and its JWKS.
     pub async fn discover(cfg: &OidcConfig) -> Result<Provider, OidcError> {
+        Self::discover_with(cfg, JWKS_MAX_AGE).await
+    }
+
+    async fn discover_with(
+        cfg: &OidcConfig,
+        jwks_max_age: Duration,
+    ) -> Result<Provider, OidcError> {
         cfg.validate()?;
         let http = Http::new().map_err(|e| {
             OidcError::Discovery(format!("cannot set up the HTTP client: {}", chain(&e)))
@@ -225,6 +237,7 @@ impl Provider {
                 role_map: cfg.role_map.clone(),
                 jwks_url,
                 jwks: RwLock::new(jwks),
+                jwks_max_age,
             }),
         })
     }
@@ -340,7 +353,9 @@ impl Provider {
     }
 
     /// Verifies with the cached JWKS; on an unknown key, fetches the JWKS again (the
-    /// provider may have rotated keys) unless that was done within the last minute.
+    /// provider may have rotated keys) unless that was done within the last minute. A
+    /// cache older than [`JWKS_MAX_AGE`] is fetched again first, and nothing verifies
+    /// until that succeeds.
     async fn verify(
         &self,
         id_token: &verify::IdToken,
@@ -350,18 +365,23 @@ impl Provider {
             let keys = self.inner.jwks.read().unwrap_or_else(|e| e.into_inner());
             (keys.set.clone(), keys.fetched)
         };
-        match verify_id_token(id_token, &set, expected) {
-            Ok(claims) => return Ok(claims),
-            Err(Rejected::UnknownKey) if fetched.elapsed() >= JWKS_REFRESH_MIN_INTERVAL => {}
-            Err(e) => return Err(rejected(e)),
+        let stale = fetched.elapsed() >= self.inner.jwks_max_age;
+        if !stale {
+            match verify_id_token(id_token, &set, expected) {
+                Ok(claims) => return Ok(claims),
+                Err(Rejected::UnknownKey) if fetched.elapsed() >= JWKS_REFRESH_MIN_INTERVAL => {}
+                Err(e) => return Err(rejected(e)),
+            }
         }
         let set = CoreJsonWebKeySet::fetch_async(&self.inner.jwks_url, &self.inner.http)
             .await
             .map_err(|e| {
-                OidcError::IdToken(format!(
-                    "signed with a key not in the provider's JWKS, and fetching the JWKS again failed: {}",
-                    error::describe_discovery(&e)
-                ))
+                let why = if stale {
+                    "the provider's JWKS is due to be fetched again, and fetching it failed"
+                } else {
+                    "signed with a key not in the provider's JWKS, and fetching the JWKS again failed"
+                };
+                OidcError::IdToken(format!("{why}: {}", error::describe_discovery(&e)))
             })?;
         tracing::info!(
             target: "audit",
@@ -398,6 +418,10 @@ fn endpoint(name: &str, url: &url::Url) -> Result<(), OidcError> {
     config::check_scheme(url)
         .map_err(|why| OidcError::Discovery(format!("the provider's {name} {url} {why}")))
 }
+
+#[cfg(test)]
+#[path = "jwks_tests.rs"]
+mod jwks_tests;
 
 #[cfg(test)]
 mod tests {

@@ -136,4 +136,4 @@ fn describe(e: &ClaimsVerificationError) -> String {
 
 #[cfg(test)]
 #[path = "verify_tests.rs"]
-mod tests;
+pub(crate) mod tests;

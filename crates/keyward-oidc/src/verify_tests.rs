@@ -12,18 +12,19 @@ use super::*;
 
 const NOW: i64 = 1_800_000_000;
 const ISSUER: &str = "https://login.example.test/realms/main";
-const CLIENT: &str = "keyward";
-const NONCE: &str = "n-0123456789";
-const ACCESS_TOKEN: &str = "at-0123456789";
+pub(crate) const CLIENT: &str = "keyward";
+pub(crate) const NONCE: &str = "n-0123456789";
+pub(crate) const ACCESS_TOKEN: &str = "at-0123456789";
 
-struct Signer {
+/// An ES256 key of a provider, made here.
+pub(crate) struct Signer {
     key: EcdsaKeyPair,
     kid: String,
     rng: SystemRandom,
 }
 
 impl Signer {
-    fn new(kid: &str) -> Self {
+    pub(crate) fn new(kid: &str) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
@@ -35,7 +36,7 @@ impl Signer {
         }
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let point = self.key.public_key().as_ref();
         json!({
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
@@ -43,7 +44,7 @@ impl Signer {
         })
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with_header(
             &json!({"alg": "ES256", "typ": "JWT", "kid": self.kid}),
             claims,
