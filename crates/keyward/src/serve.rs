@@ -1,13 +1,14 @@
 //! `keyward serve`: build the parts, bind, run until SIGTERM/SIGINT; reload on SIGHUP or
 //! when the config, key-ring or policy file changes; keep revocations current.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::routing::post;
 use keyward_config::Config;
 use keyward_gate::{Gate, GateMetrics, Keys};
@@ -139,7 +140,19 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     Ok(())
 }
 
-async fn refresh(State(revoker): State<Arc<Revoker>>) -> (axum::http::StatusCode, String) {
+/// `POST /admin/revocations/refresh`, what `keyward sessions revoke` calls on its own
+/// host. The ops listener may face the network (probes, scrapes); this endpoint
+/// answers only peers on this host.
+async fn refresh(
+    State(revoker): State<Arc<Revoker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> (axum::http::StatusCode, String) {
+    if !from_this_host(peer.ip()) {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "only from this host (keyward sessions revoke)\n".into(),
+        );
+    }
     match revoker.refresh().await {
         Ok(n) => (axum::http::StatusCode::OK, format!("applied {n}\n")),
         Err(err) => {
@@ -174,6 +187,15 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "purging expired revocations failed"),
             }
+        }
+    }
+}
+
+fn from_this_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
 }
@@ -391,6 +413,27 @@ impl Reloader {
                 err = format!("{err:#}"),
                 "key ring unreadable; expired keys not retired"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_endpoint_answers_this_host_only() {
+        for (ip, ok) in [
+            ("127.0.0.1", true),
+            ("127.8.9.10", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.7", false),
+            ("::ffff:10.0.0.7", false),
+            ("fe80::1", false),
+            ("0.0.0.0", false),
+        ] {
+            assert_eq!(from_this_host(ip.parse().unwrap()), ok, "{ip}");
         }
     }
 }
