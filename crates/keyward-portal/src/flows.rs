@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_config::IdentityMode;
-use keyward_store::{Conflict, Device, Invite, NewDevice, User};
+use keyward_store::{Conflict, Device, Invite, NewDevice, Touch, User};
 use serde::Deserialize;
 use webauthn_rs::prelude::{
     AttestationMetadata, Passkey, PublicKeyCredential, RegisterPublicKeyCredential, Uuid,
@@ -303,17 +303,23 @@ pub async fn sign_in_finish(
     let stored = serde_json::to_string(&passkey).unwrap_or_default();
     match portal
         .store
-        .touch_device(&device.device, &stored, unix_now())
+        .touch_device(&device.device, &stored, result.counter(), unix_now())
         .await
     {
-        Ok(true) => {}
+        Ok(Touch::Recorded) => {}
         // Revoked or disabled while the person was touching the key.
-        Ok(false) => {
+        Ok(Touch::Gone) => {
             return refuse_login(
                 &device,
                 "revoked_during_sign_in",
                 "This key or its account was revoked. Contact your administrator.",
             );
+        }
+        // A sign-in with a newer counter finished first: this answer's counter is
+        // behind what the store holds now, as a copied key's would be.
+        Ok(Touch::CounterBehind) => {
+            let (reason, message) = explain(&WebauthnError::CredentialPossibleCompromise);
+            return refuse_login(&device, reason, message);
         }
         Err(err) => return store_failed(&err),
     }

@@ -738,11 +738,12 @@ async fn a_counter_below_the_stored_one_is_refused() {
     let stored = h.store.device(&dev).await.unwrap().unwrap();
     let mut passkey: Value = serde_json::from_str(&stored.passkey).unwrap();
     passkey["cred"]["counter"] = json!(1000);
-    assert!(
+    assert_eq!(
         h.store
-            .touch_device(&dev, &passkey.to_string(), unix_now())
+            .touch_device(&dev, &passkey.to_string(), 1000, unix_now())
             .await
-            .unwrap()
+            .unwrap(),
+        keyward_store::Touch::Recorded
     );
 
     let a = h.login(&mut key, "alice").await;

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Conflict, Invite, Kind, NewDevice, NewUser, Source, Store};
+use crate::{Conflict, Invite, Kind, NewDevice, NewUser, Source, Store, Touch};
 
 /// One case: takes the URL of an empty database.
 pub type Case = fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -244,7 +244,10 @@ async fn devices_are_renamed_touched_and_deleted_by_their_owner_only(url: String
     assert_eq!(d.aaguid.as_deref(), attested.aaguid);
     assert!(!s.rename_device("local:b1", "d1", "mine").await.unwrap());
     assert!(s.rename_device("local:a1", "d1", "YubiKey").await.unwrap());
-    assert!(s.touch_device("d1", "{\"n\":2}", 300).await.unwrap());
+    assert_eq!(
+        s.touch_device("d1", "{\"n\":2}", 2, 300).await.unwrap(),
+        Touch::Recorded
+    );
     let d = s.device("d1").await.unwrap().unwrap();
     assert_eq!(
         (d.name.as_str(), d.passkey.as_str(), d.last_used_at),
@@ -252,13 +255,30 @@ async fn devices_are_renamed_touched_and_deleted_by_their_owner_only(url: String
     );
     // A sign-in that finishes after its user was disabled records nothing.
     s.set_disabled("local:a1", true, 310).await.unwrap();
-    assert!(!s.touch_device("d1", "{\"n\":3}", 320).await.unwrap());
+    assert_eq!(
+        s.touch_device("d1", "{\"n\":3}", 3, 320).await.unwrap(),
+        Touch::Gone
+    );
     assert_eq!(
         s.device("d1").await.unwrap().unwrap().last_used_at,
         Some(300)
     );
     s.set_disabled("local:a1", false, 330).await.unwrap();
-    assert!(s.touch_device("d1", "{\"n\":3}", 340).await.unwrap());
+    assert_eq!(
+        s.touch_device("d1", "{\"n\":5}", 5, 340).await.unwrap(),
+        Touch::Recorded
+    );
+    // A sign-in that read counter 2 and finishes after the one that recorded 5 must
+    // not set it back, nor may a counter that dropped to 0.
+    for behind in [4, 5, 0] {
+        assert_eq!(
+            s.touch_device("d1", "{\"n\":4}", behind, 345)
+                .await
+                .unwrap(),
+            Touch::CounterBehind
+        );
+    }
+    assert_eq!(s.device("d1").await.unwrap().unwrap().passkey, "{\"n\":5}");
     assert!(
         s.delete_device(Some("local:b1"), "d1")
             .await
@@ -272,11 +292,21 @@ async fn devices_are_renamed_touched_and_deleted_by_their_owner_only(url: String
             .is_some()
     );
     assert!(s.devices(Some("local:a1")).await.unwrap().is_empty());
-    assert!(!s.touch_device("d1", "{\"n\":4}", 350).await.unwrap());
+    assert_eq!(
+        s.touch_device("d1", "{\"n\":6}", 6, 350).await.unwrap(),
+        Touch::Gone
+    );
     s.add_device(&dev("d2", b"c2", "local:a1"), None)
         .await
         .unwrap()
         .unwrap();
+    // An authenticator without a counter reports 0 every time.
+    for t in [400, 410] {
+        assert_eq!(
+            s.touch_device("d2", "{}", 0, t).await.unwrap(),
+            Touch::Recorded
+        );
+    }
     assert!(s.delete_device(None, "d2").await.unwrap().is_some());
     s.close().await;
 }

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Row, Type};
 
 pub use revocation::{Kind, Revocation, Revocations};
-pub use users::{Conflict, Device, Invite, NewDevice, NewUser, Source, User};
+pub use users::{Conflict, Device, Invite, NewDevice, NewUser, Source, Touch, User};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

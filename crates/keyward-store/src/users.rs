@@ -106,6 +106,16 @@ pub enum Invite {
     UserDisabled,
 }
 
+/// What [`Store::touch_device`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    Recorded,
+    /// The device was deleted, or its user disabled.
+    Gone,
+    /// A sign-in with a higher (or the same) signature counter was recorded meanwhile.
+    CounterBehind,
+}
+
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Conflict {
@@ -471,29 +481,48 @@ impl Store {
         })
     }
 
-    /// Records a sign-in: the updated credential (counter, backup state) and the time.
-    /// False, and nothing written, when the device was deleted or its user disabled
-    /// since the sign-in began.
+    /// Records a sign-in: the updated credential (counter, backup state), its
+    /// signature counter and the time. Nothing is written when the device was deleted or
+    /// its user disabled since the sign-in began, or when another sign-in has recorded
+    /// a counter at least as high meanwhile (two sign-ins finishing out of order must
+    /// not set the counter back; a counter of 0 means the authenticator keeps none).
     pub async fn touch_device(
         &self,
         device: &str,
         passkey: &str,
+        sign_count: u32,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Touch, StoreError> {
         const SQL: &str = concat!(
-            "UPDATE credentials SET passkey = $1, last_used_at = $2 WHERE device = $3",
+            "UPDATE credentials SET passkey = $1, last_used_at = $2, sign_count = $3",
+            " WHERE device = $4 AND ($3 > sign_count OR ($3 = 0 AND sign_count = 0))",
             " AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL)"
         );
-        let done = on_pool!(self, pool => {
-            sqlx::query(SQL)
+        const STILL_THERE: &str = concat!(
+            "SELECT COUNT(*) FROM credentials WHERE device = $1",
+            " AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL)"
+        );
+        let count = i64::from(sign_count);
+        let (done, there): (u64, i64) = on_pool!(self, pool => {
+            let done = sqlx::query(SQL)
                 .bind(passkey)
                 .bind(now)
+                .bind(count)
                 .bind(device)
                 .execute(pool)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if done == 1 {
+                (done, 1)
+            } else {
+                (done, sqlx::query_scalar(STILL_THERE).bind(device).fetch_one(pool).await?)
+            }
         });
-        Ok(done == 1)
+        Ok(match (done, there) {
+            (1, _) => Touch::Recorded,
+            (_, 0) => Touch::Gone,
+            _ => Touch::CounterBehind,
+        })
     }
 
     /// Renames a device of `user_id`. False when the user has no such device.
