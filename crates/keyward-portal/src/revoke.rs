@@ -7,6 +7,9 @@ use keyward_gate::Gate;
 use keyward_store::{Kind, Revocation, Store, StoreError};
 use tokio::sync::Mutex;
 
+/// How long reading the revocation log may take before the attempt counts as failed.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads new revocations from the store into the gate. Shared by the poller, the
 /// on-demand refresh the CLI triggers, and the portal's sign-outs.
 #[derive(Debug)]
@@ -34,7 +37,14 @@ impl Revoker {
         let _one_at_a_time = self.lock.lock().await;
         let now = crate::unix_now();
         let current = self.gate.revocations();
-        let new = self.store.revocations_since(current.last_id(), now).await?;
+        // A store that stops answering (a network that drops packets) must not hold
+        // the lock, and with it every later refresh and sign-out, for good.
+        let new = tokio::time::timeout(
+            READ_TIMEOUT,
+            self.store.revocations_since(current.last_id(), now),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout(READ_TIMEOUT))??;
         self.gate.revocations_read(now);
         if new.is_empty() {
             return Ok(0);

@@ -46,6 +46,8 @@ pub enum StoreError {
     Random(String),
     #[error("the store connection listening for revocations was lost")]
     ListenerLost,
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// The store. One variant per backend; all share the same operations.
@@ -143,7 +145,10 @@ impl Store {
                         "`{shown}` is not a PostgreSQL URL ({e}); {STORE_URL_EXAMPLES}"
                     ))
                 })?
-                .application_name("keyward");
+                .application_name("keyward")
+                // The server ends any statement that runs this long (a lock held by a
+                // stuck writer, say) instead of letting it hang a sign-in.
+                .options([("statement_timeout", "10s")]);
             // One connection of the pool is the revocation listener's while it runs.
             let pool = PgPoolOptions::new()
                 .max_connections(8)
