@@ -140,7 +140,7 @@ impl fmt::Debug for Provider {
 
 /// A sign-in in progress: what [`Provider::complete`] needs from [`Provider::begin`].
 /// Keep it server-side (keyed by [`Pending::state`]) until the callback arrives.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     state: String,
     nonce: String,

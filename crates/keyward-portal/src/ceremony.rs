@@ -1,10 +1,12 @@
-//! Ceremony state, kept server-side: short-lived, bound to the browser by a random id
-//! in an HttpOnly cookie, and single use (taking it removes it).
+//! Ceremony state, kept server-side in the store: short-lived, bound to the browser by
+//! a random id in an HttpOnly cookie (the store keys it by a hash of that id), single
+//! use (taking it deletes it), and shared by every node on the store, so a ceremony
+//! begun on one node finishes on any other.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
+use keyward_store::Store;
+use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     AttestedPasskeyRegistration, DiscoverableAuthentication, PasskeyAuthentication,
     PasskeyRegistration,
@@ -12,12 +14,12 @@ use webauthn_rs::prelude::{
 
 /// How long a started ceremony may take to finish.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
-/// What the pending ceremonies may hold, in (estimated) bytes: ~16,000 ceremonies
-/// with long return URLs, ~30,000 typical ones.
-const MAX_PENDING_BYTES: u64 = 64 << 20;
+/// At most this many ceremonies wait at once (begun and neither finished nor expired):
+/// a flood of begun sign-ins is refused past it rather than filling the store.
+const MAX_PENDING: i64 = 50_000;
 
 /// A ceremony waiting for its second half.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Pending {
     Enroll(Enrollment),
     SignIn(SignIn),
@@ -31,7 +33,7 @@ pub enum Pending {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Enrollment {
     pub user_id: String,
     pub device_name: String,
@@ -41,20 +43,20 @@ pub struct Enrollment {
     pub rd: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Registration {
     Passkey(PasskeyRegistration),
     /// A security key whose attestation must chain to a configured CA.
     Attested(AttestedPasskeyRegistration),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SignIn {
     pub state: Authentication,
     pub rd: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Authentication {
     /// Usernameless: the authenticator says whose credential it is.
     Discoverable(DiscoverableAuthentication),
@@ -65,7 +67,7 @@ pub enum Authentication {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OidcPending {
     pub pending: keyward_oidc::Pending,
     pub rd: String,
@@ -73,62 +75,79 @@ pub struct OidcPending {
     pub enroll: bool,
 }
 
-impl Pending {
-    /// Roughly what it holds in memory: WebAuthn state (a challenge, and for a named
-    /// user their credentials) is ~1-2 KiB; the return URL is up to 4 KiB.
-    fn estimated_size(&self) -> usize {
-        const STATE: usize = 2048;
-        STATE
-            + match self {
-                Pending::Enroll(e) => e.rd.len() + e.device_name.len() + e.user_id.len(),
-                Pending::SignIn(s) => s.rd.len(),
-                Pending::Oidc(o) => o.rd.len(),
-                Pending::Identified { user_id, rd } => user_id.len() + rd.len(),
-            }
-    }
-}
-
 /// The pending ceremonies.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ceremonies {
-    pending: Cache<String, Arc<Pending>>,
-}
-
-impl Default for Ceremonies {
-    fn default() -> Self {
-        Self {
-            pending: Cache::builder()
-                .weigher(|id: &String, p: &Arc<Pending>| {
-                    u32::try_from(id.len() + p.estimated_size()).unwrap_or(u32::MAX)
-                })
-                .max_capacity(MAX_PENDING_BYTES)
-                .time_to_live(CEREMONY_TTL)
-                .build(),
-        }
-    }
+    store: Store,
 }
 
 impl Ceremonies {
-    /// Stores `pending` under a fresh random id and returns the id.
-    pub fn put(&self, pending: Pending) -> String {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Keeps `pending` under a fresh random id and returns the id. `None` when it
+    /// cannot be kept (the store failed, or too many ceremonies wait): the caller
+    /// answers "try again".
+    pub async fn put(&self, pending: Pending) -> Option<String> {
         let id = crate::random_id();
-        self.pending.insert(id.clone(), Arc::new(pending));
-        id
+        let body = serde_json::to_string(&pending).ok()?;
+        let now = crate::unix_now();
+        let ttl = CEREMONY_TTL.as_secs() as i64;
+        match self
+            .store
+            .put_ceremony(&key(&id), &body, now, now + ttl, MAX_PENDING)
+            .await
+        {
+            Ok(true) => Some(id),
+            Ok(false) => {
+                tracing::warn!(
+                    max = MAX_PENDING,
+                    "too many ceremonies in progress; refusing new ones"
+                );
+                None
+            }
+            Err(err) => {
+                tracing::error!(%err, "store failed keeping a ceremony");
+                None
+            }
+        }
     }
 
     /// Looks at ceremony `id` without using it up.
-    pub fn peek(&self, id: &str) -> Option<Arc<Pending>> {
+    pub async fn peek(&self, id: &str) -> Option<Pending> {
         if id.len() > 64 {
             return None;
         }
-        self.pending.get(id)
+        let found = self.store.peek_ceremony(&key(id), crate::unix_now()).await;
+        decode(found)
     }
 
-    /// Takes the ceremony `id` (it cannot be finished twice).
-    pub fn take(&self, id: &str) -> Option<Arc<Pending>> {
+    /// Takes the ceremony `id` (it cannot be finished twice, on any node).
+    pub async fn take(&self, id: &str) -> Option<Pending> {
         if id.len() > 64 {
             return None;
         }
-        self.pending.remove(id)
+        let found = self.store.take_ceremony(&key(id), crate::unix_now()).await;
+        decode(found)
+    }
+}
+
+/// The store's key for a ceremony id: whoever reads the store cannot finish it.
+fn key(id: &str) -> [u8; 32] {
+    *blake3::hash(id.as_bytes()).as_bytes()
+}
+
+/// A ceremony that cannot be read (the store failed, or another version wrote it) is
+/// treated as absent: the person is asked to start again.
+fn decode(found: Result<Option<String>, keyward_store::StoreError>) -> Option<Pending> {
+    match found {
+        Ok(body) => serde_json::from_str(&body?)
+            .inspect_err(|err| tracing::warn!(%err, "unreadable ceremony in the store"))
+            .ok(),
+        Err(err) => {
+            tracing::error!(%err, "store failed reading a ceremony");
+            None
+        }
     }
 }

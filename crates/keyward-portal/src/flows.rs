@@ -63,7 +63,7 @@ pub async fn sign_in_page(
     let notice = notice(q.done.as_deref());
     let idp_start = format!("/.keyward/oidc/start?rd={}", pages::url_encode(&rd));
     match portal.settings.identity {
-        IdentityMode::Oidc => match identified(&portal, &headers) {
+        IdentityMode::Oidc => match identified(&portal, &headers).await {
             // The IdP said who it is; the passkey proves it.
             Some(_) => pages::sign_in(&rd, notice, true, None).into_response(),
             // Just signed out: say so rather than bouncing straight back to the IdP.
@@ -94,10 +94,10 @@ pub async fn sign_in_page(
 }
 
 /// The IdP-vouched user waiting for a passkey ceremony, if any.
-fn identified(portal: &Portal, headers: &HeaderMap) -> Option<(String, String)> {
+async fn identified(portal: &Portal, headers: &HeaderMap) -> Option<(String, String)> {
     let id = web::cookie(headers, IDP_COOKIE)?;
-    match &*portal.ceremonies.peek(id)? {
-        Pending::Identified { user_id, rd } => Some((user_id.clone(), rd.clone())),
+    match portal.ceremonies.peek(id).await? {
+        Pending::Identified { user_id, rd } => Some((user_id, rd)),
         _ => None,
     }
 }
@@ -120,7 +120,7 @@ pub async fn sign_in_begin(
 ) -> Response {
     let ip = web::client_ip(&portal, &peer, &headers);
     let rd = portal.settings.return_hosts.check(body.rd.as_deref());
-    let named = match identified(&portal, &headers) {
+    let named = match identified(&portal, &headers).await {
         Some((user_id, _)) => {
             if !portal.allow_sign_in(&user_id, ip) {
                 return web::too_many(portal.per_user.retry_after());
@@ -191,7 +191,13 @@ pub async fn sign_in_begin(
             "Could not start the sign-in.",
         );
     };
-    let id = portal.ceremonies.put(Pending::SignIn(SignIn { state, rd }));
+    let Some(id) = portal
+        .ceremonies
+        .put(Pending::SignIn(SignIn { state, rd }))
+        .await
+    else {
+        return busy();
+    };
     with_ceremony(&portal, &id, Json(options).into_response())
 }
 
@@ -202,8 +208,8 @@ pub async fn sign_in_finish(
     headers: HeaderMap,
     Json(credential): Json<PublicKeyCredential>,
 ) -> Response {
-    let pending = portal.take_ceremony(&headers);
-    let Some(Pending::SignIn(sign_in)) = pending.as_deref() else {
+    let pending = portal.take_ceremony(&headers).await;
+    let Some(Pending::SignIn(sign_in)) = pending.as_ref() else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "This sign-in expired or was already used. Start again.",
@@ -288,7 +294,7 @@ pub async fn sign_in_finish(
     }
     if portal.settings.identity == IdentityMode::Oidc {
         // The passkey must complete the IdP sign-in of the same person.
-        match identified(&portal, &headers) {
+        match identified(&portal, &headers).await {
             Some((user_id, _)) if user_id == user.id => {}
             _ => {
                 return refuse_login(
@@ -374,7 +380,9 @@ async fn finish_session(
         .session(&token, portal.settings.lifetime);
     web::append_cookie(&mut res, &session);
     web::append_cookie(&mut res, &web::clear_flow_cookie(CEREMONY_COOKIE, "Strict"));
-    if web::cookie(headers, IDP_COOKIE).is_some_and(|id| portal.ceremonies.take(id).is_some()) {
+    if let Some(id) = web::cookie(headers, IDP_COOKIE)
+        && portal.ceremonies.take(id).await.is_some()
+    {
         web::append_cookie(&mut res, &web::clear_flow_cookie(IDP_COOKIE, "Lax"));
     }
     res
@@ -449,6 +457,14 @@ fn ceremony_failed(what: &str, err: &WebauthnError) -> Response {
     )
 }
 
+/// A ceremony could not be kept (the store failed or is full): nothing was started.
+fn busy() -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keyward cannot start a sign-in right now. Try again shortly.",
+    )
+}
+
 fn store_failed(err: &keyward_store::StoreError) -> Response {
     tracing::error!(%err, "store failed");
     json_error(
@@ -500,7 +516,7 @@ async fn enroller(
             Err(err) => Err(store_failed(&err)),
         };
     }
-    if let Some((user_id, _)) = identified(portal, headers) {
+    if let Some((user_id, _)) = identified(portal, headers).await {
         let user = match portal.store.user(&user_id).await {
             Ok(Some(u)) if !u.disabled => u,
             Ok(_) => {
@@ -741,7 +757,7 @@ pub async fn enroll_begin(
         .as_deref()
         .map(|rd| portal.settings.return_hosts.check(Some(rd)))
         .unwrap_or_else(|| "/.keyward/devices".into());
-    let id = portal.ceremonies.put(Pending::Enroll(Enrollment {
+    let enrollment = Pending::Enroll(Enrollment {
         user_id: user.id.clone(),
         device_name: name.to_owned(),
         invite: match &who {
@@ -750,7 +766,10 @@ pub async fn enroll_begin(
         },
         state,
         rd,
-    }));
+    });
+    let Some(id) = portal.ceremonies.put(enrollment).await else {
+        return busy();
+    };
     with_ceremony(&portal, &id, Json(options).into_response())
 }
 
@@ -760,8 +779,8 @@ pub async fn enroll_finish(
     headers: HeaderMap,
     Json(credential): Json<RegisterPublicKeyCredential>,
 ) -> Response {
-    let pending = portal.take_ceremony(&headers);
-    let Some(Pending::Enroll(enrollment)) = pending.as_deref() else {
+    let pending = portal.take_ceremony(&headers).await;
+    let Some(Pending::Enroll(enrollment)) = pending.as_ref() else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "This enrollment expired or was already used. Start again.",

@@ -158,6 +158,7 @@ impl Portal {
         let all_local_http = origins.iter().all(|o| o.scheme() == "http");
         let store = revoker.store.clone();
         let device_key = store.device_key().await?;
+        let ceremonies = Ceremonies::new(store.clone());
         Ok(Self {
             settings: Settings {
                 origins: origin_strings,
@@ -183,7 +184,7 @@ impl Portal {
             revoker,
             webauthn,
             attestation,
-            ceremonies: Ceremonies::default(),
+            ceremonies,
             per_ip: RateLimit::per_minute(p.rate_per_ip),
             per_user: RateLimit::per_minute(p.rate_per_user),
             device_key,
@@ -255,8 +256,10 @@ impl Portal {
     }
 
     /// The pending ceremony the request's cookie names, taken (single use).
-    fn take_ceremony(&self, headers: &HeaderMap) -> Option<Arc<ceremony::Pending>> {
-        web::cookie(headers, web::CEREMONY_COOKIE).and_then(|id| self.ceremonies.take(id))
+    async fn take_ceremony(&self, headers: &HeaderMap) -> Option<ceremony::Pending> {
+        self.ceremonies
+            .take(web::cookie(headers, web::CEREMONY_COOKIE)?)
+            .await
     }
 
     fn allow_user(&self, user_id: &str) -> bool {

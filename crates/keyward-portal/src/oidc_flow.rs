@@ -33,11 +33,14 @@ pub async fn start(State(portal): State<Arc<Portal>>, Query(q): Query<StartQuery
     };
     let rd = portal.settings.return_hosts.check(q.rd.as_deref());
     let (url, pending) = provider.begin();
-    let id = portal.ceremonies.put(Pending::Oidc(OidcPending {
+    let pending = Pending::Oidc(OidcPending {
         pending,
         rd,
         enroll: q.enroll.as_deref() == Some("1"),
-    }));
+    });
+    let Some(id) = portal.ceremonies.put(pending).await else {
+        return unavailable();
+    };
     let mut res = Redirect::to(url.as_str()).into_response();
     // Lax: the provider's redirect back is a cross-site top-level navigation.
     let cookie = web::flow_cookie(OIDC_COOKIE, &id, "Lax", portal.settings.cookie.secure);
@@ -65,8 +68,11 @@ pub async fn callback(
             "Sign in with your passkey.",
         );
     };
-    let pending = web::cookie(&headers, OIDC_COOKIE).and_then(|id| portal.ceremonies.take(id));
-    let Some(Pending::Oidc(p)) = pending.as_deref() else {
+    let pending = match web::cookie(&headers, OIDC_COOKIE) {
+        Some(id) => portal.ceremonies.take(id).await,
+        None => None,
+    };
+    let Some(Pending::Oidc(p)) = pending.as_ref() else {
         return pages::problem(
             StatusCode::BAD_REQUEST,
             "This sign-in expired",
@@ -142,11 +148,7 @@ pub async fn callback(
         Ok(u) => u,
         Err(err) => {
             tracing::error!(%err, "store failed");
-            return pages::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward cannot reach its database",
-                "Try again in a moment.",
-            );
+            return unavailable();
         }
     };
     if user.disabled {
@@ -160,18 +162,17 @@ pub async fn callback(
         Ok(d) => !d.is_empty(),
         Err(err) => {
             tracing::error!(%err, "store failed");
-            return pages::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward cannot reach its database",
-                "Try again in a moment.",
-            );
+            return unavailable();
         }
     };
     tracing::info!(target: "audit", event = "idp_verified", roles = user.roles.len());
-    let id = portal.ceremonies.put(Pending::Identified {
+    let identified = Pending::Identified {
         user_id: user.id.clone(),
         rd: p.rd.clone(),
-    });
+    };
+    let Some(id) = portal.ceremonies.put(identified).await else {
+        return unavailable();
+    };
     let next = if p.enroll || !has_devices {
         "/.keyward/enroll"
     } else {
@@ -182,4 +183,13 @@ pub async fn callback(
     web::append_cookie(&mut res, &cookie);
     web::append_cookie(&mut res, &web::clear_flow_cookie(OIDC_COOKIE, "Lax"));
     res
+}
+
+/// The store failed (or holds too many ceremonies): nothing was started or granted.
+fn unavailable() -> Response {
+    pages::problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keyward cannot reach its database",
+        "Try again in a moment.",
+    )
 }

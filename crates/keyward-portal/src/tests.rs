@@ -47,7 +47,7 @@ struct Harness {
     store: Store,
     gate: Arc<Gate>,
     peer: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 /// A response, read whole.
@@ -133,11 +133,21 @@ impl Harness {
             ring = d.join("ring.toml").display(),
             portal = portal(d),
         );
-        let file = d.join("keyward.toml");
-        std::fs::write(&file, toml).unwrap();
-        let cfg = keyward_config::Config::load(&file).unwrap();
-
+        std::fs::write(d.join("keyward.toml"), toml).unwrap();
         let ring = KeyRing::generate(unix_now(), &mut crate::os_random).unwrap();
+        Self::node(Arc::new(dir), ring).await
+    }
+
+    /// Another node on the same config and store, with its own portal, gate and store
+    /// connections (as another process would have). Its key ring is its own: what it
+    /// seals, only it opens.
+    async fn peer(&self) -> Self {
+        let ring = KeyRing::generate(unix_now(), &mut crate::os_random).unwrap();
+        Self::node(self.dir.clone(), ring).await
+    }
+
+    async fn node(dir: Arc<tempfile::TempDir>, ring: KeyRing) -> Self {
+        let cfg = keyward_config::Config::load(&dir.path().join("keyward.toml")).unwrap();
         let gate = Arc::new(Gate::new(
             GateConfig {
                 cookie_name: cfg.session.cookie_name.clone(),
@@ -164,7 +174,7 @@ impl Harness {
             store,
             gate,
             peer: "192.0.2.10:50000".parse().unwrap(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -1348,4 +1358,29 @@ async fn adding_a_device_needs_a_recent_sign_in() {
     h.post_json("/.keyward/enroll/begin", &body, &[(SESSION_COOKIE, &fresh)])
         .await
         .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_ceremony_begun_on_one_node_finishes_on_another_once() {
+    let a = Harness::new().await;
+    let b = a.peer().await;
+    let alice = a.user("alice").await;
+    let mut key = SoftPasskey::new(true);
+
+    let (ccr, ceremony) = a.enroll_begin(&a.invite(&alice).await, "passkey").await;
+    let credential = key.do_registration(origin(), ccr).unwrap();
+    b.enroll_finish(&ceremony, &credential)
+        .await
+        .expect(StatusCode::OK);
+
+    let (rcr, ceremony) = b.login_begin(Some("alice")).await;
+    let credential = key.do_authentication(origin(), rcr).unwrap();
+    let signed_in = a.login_finish(&ceremony, &credential).await;
+    assert_eq!(a.claims(signed_in.expect(StatusCode::OK)).sub, alice.id);
+    // Used up on every node: the same answer again is refused on either.
+    for node in [&a, &b] {
+        node.login_finish(&ceremony, &credential)
+            .await
+            .refused(StatusCode::BAD_REQUEST, "expired or was already used");
+    }
 }

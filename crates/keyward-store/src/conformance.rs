@@ -39,6 +39,7 @@ cases!(
     devices_are_renamed_touched_and_deleted_by_their_owner_only,
     the_device_key_is_made_once_and_kept,
     oidc_users_follow_the_idp_but_stay_disabled,
+    a_ceremony_is_taken_once_and_expires,
 );
 
 async fn open(url: &str) -> Store {
@@ -352,5 +353,38 @@ async fn oidc_users_follow_the_idp_but_stay_disabled(url: String) {
         ..new
     };
     assert_eq!(s.upsert_oidc_user(&other).await.unwrap().name, "oidc:x#2");
+    s.close().await;
+}
+
+async fn a_ceremony_is_taken_once_and_expires(url: String) {
+    let s = open(&url).await;
+    let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    assert!(s.put_ceremony(&a, "{\"a\":1}", 100, 400, 2).await.unwrap());
+    assert!(s.put_ceremony(&b, "b", 100, 150, 2).await.unwrap());
+    // Two are waiting: a third is refused until one is used or expires.
+    assert!(!s.put_ceremony(&c, "c", 120, 400, 2).await.unwrap());
+    assert_eq!(
+        s.peek_ceremony(&a, 120).await.unwrap().as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(
+        s.take_ceremony(&a, 120).await.unwrap().as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(
+        s.take_ceremony(&a, 120).await.unwrap(),
+        None,
+        "used once only"
+    );
+    assert_eq!(s.peek_ceremony(&a, 120).await.unwrap(), None);
+    // Expired: neither seen nor taken, and purged.
+    assert_eq!(s.peek_ceremony(&b, 150).await.unwrap(), None);
+    assert!(s.put_ceremony(&c, "c", 160, 400, 2).await.unwrap());
+    assert_eq!(s.purge_ceremonies(160).await.unwrap(), 1);
+    assert_eq!(s.take_ceremony(&b, 120).await.unwrap(), None);
+    assert_eq!(
+        s.take_ceremony(&c, 170).await.unwrap().as_deref(),
+        Some("c")
+    );
     s.close().await;
 }

@@ -8,6 +8,7 @@
 //! kept column for column alike (`migrations/sqlite`, `migrations/postgres`).
 //! Sessions themselves are stateless tokens and are never stored.
 
+mod ceremonies;
 pub mod revocation;
 pub mod users;
 

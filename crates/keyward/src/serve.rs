@@ -168,7 +168,7 @@ async fn refresh(
 async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
+    let mut purged_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -180,12 +180,20 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
         }
         // Also the cache's housekeeping, and its size gauge.
         revoker.gate.cached_sessions();
-        n += 1;
-        if n.is_multiple_of(600) {
-            match revoker.store.purge_revocations(state::unix_now()).await {
+        // Every ten minutes, whatever the poll interval.
+        if purged_at.elapsed() >= PURGE_EVERY {
+            purged_at = tokio::time::Instant::now();
+            let now = state::unix_now();
+            match revoker.store.purge_revocations(now).await {
                 Ok(purged) if purged > 0 => tracing::info!(purged, "expired revocations purged"),
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "purging expired revocations failed"),
+            }
+            // Ceremonies begun and never finished (taking one deletes it).
+            match revoker.store.purge_ceremonies(now).await {
+                Ok(purged) if purged > 0 => tracing::info!(purged, "expired ceremonies purged"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "purging expired ceremonies failed"),
             }
         }
     }
@@ -199,6 +207,9 @@ fn from_this_host(ip: IpAddr) -> bool {
         }
     }
 }
+
+/// How often expired revocations and ceremonies are deleted from the store.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// How long to wait before listening again after the store connection was lost.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);

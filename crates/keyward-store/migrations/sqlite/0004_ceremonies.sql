@@ -1,0 +1,11 @@
+-- Sign-in and enrollment ceremonies between their two halves (at most minutes), so
+-- that any node can finish what another began, and a ceremony is used once only.
+-- `id` is a hash of the random id in the browser's ceremony cookie (the id itself is
+-- never stored); `body` is the ceremony's server-side state (a WebAuthn challenge, or
+-- the OIDC state/nonce/PKCE verifier): never a session token or a credential.
+CREATE TABLE ceremonies (
+    id         BLOB    PRIMARY KEY,
+    body       TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX ceremonies_expires_at ON ceremonies (expires_at);
