@@ -2,6 +2,7 @@
 //! in a temp dir), the store's cases on it, and two nodes (each HAProxy 2.6 + the real
 //! `keyward` binary) that share users and revocations.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use keyward_store::conformance::CASES;
@@ -11,6 +12,9 @@ use keyward_tests::http::{Response, get};
 use keyward_tests::keyward::Keyward;
 use keyward_tests::postgres::Postgres;
 use keyward_tests::upstream::Upstream;
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::prelude::{Url, WebauthnAuthenticator};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 const POLICY: &str = r#"
 [[rule]]
@@ -151,4 +155,123 @@ async fn a_revocation_reaches_every_node_at_once_and_after_an_outage() {
     }
     let fresh = a.keyward.mint("ivan", "dev", "10m", Some("dev-i3"));
     assert_eq!(c.as_user(&fresh).await.status, 200);
+}
+
+/// The portal origin of the test config (`TEST_PORTAL`).
+const ORIGIN: &str = "https://auth.test";
+
+/// A JSON POST to a portal, with the origin check's header and `cookies`; the status,
+/// the body, and the `name=value` of every cookie set.
+async fn portal_post(
+    portal: SocketAddr,
+    path: &str,
+    body: &Value,
+    cookies: &[String],
+) -> (u16, Value, Vec<String>) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{portal}{path}"))
+        .header("Origin", ORIGIN)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    if !cookies.is_empty() {
+        req = req.header("Cookie", cookies.join("; "));
+    }
+    let res = req.send().await.expect("portal answers");
+    let status = res.status().as_u16();
+    let set: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect();
+    let text = res.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        set,
+    )
+}
+
+fn cookie<'a>(set: &'a [String], name: &str) -> &'a String {
+    set.iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {set:?}"))
+}
+
+/// Enrollment begun on one node and finished on another, sign-in the other way round,
+/// and the same answer replayed on both: what lets a browser reach any node.
+#[tokio::test]
+async fn a_sign_in_begun_on_one_node_finishes_on_another() {
+    let pg = Postgres::start().await;
+    let store = format!("url = \"{}\"", pg.create_database("keyward"));
+    let a = Node::start(&store, None).await;
+    let b = Node::start(&store, Some(&a)).await;
+    let origin = Url::parse(ORIGIN).unwrap();
+    let mut key = SoftPasskey::new(true);
+
+    let link = a.keyward.cli_ok(&["users", "invite", "judy"]);
+    let invite = link
+        .split("invite=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no invite link in {link}"));
+    let (status, options, set) = portal_post(
+        a.keyward.portal,
+        "/.keyward/enroll/begin",
+        &json!({ "invite": invite, "name": "laptop", "kind": "passkey" }),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let ceremony = cookie(&set, "keyward_ceremony").clone();
+    let credential = key
+        .do_registration(origin.clone(), serde_json::from_value(options).unwrap())
+        .unwrap();
+    let (status, body, _) = portal_post(
+        b.keyward.portal,
+        "/.keyward/enroll/finish",
+        &serde_json::to_value(&credential).unwrap(),
+        std::slice::from_ref(&ceremony),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, options, set) = portal_post(
+        b.keyward.portal,
+        "/.keyward/login/begin",
+        &json!({ "username": "judy" }),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let ceremony = cookie(&set, "keyward_ceremony").clone();
+    let answer = serde_json::to_value(
+        key.do_authentication(origin, serde_json::from_value(options).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let (status, body, set) = portal_post(
+        a.keyward.portal,
+        "/.keyward/login/finish",
+        &answer,
+        std::slice::from_ref(&ceremony),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let session = cookie(&set, "keyward_session")
+        .trim_start_matches("keyward_session=")
+        .to_owned();
+    // Sealed on A, honoured by B (one key ring).
+    assert_eq!(b.as_user(&session).await.status, 200);
+
+    for node in [&a, &b] {
+        let (status, body, _) = portal_post(
+            node.keyward.portal,
+            "/.keyward/login/finish",
+            &answer,
+            std::slice::from_ref(&ceremony),
+        )
+        .await;
+        assert_eq!(status, 400, "a replayed answer: {body}");
+    }
 }
