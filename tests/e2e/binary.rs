@@ -186,6 +186,71 @@ fn minted_token_is_alone_on_stdout_when_audit_goes_to_the_default_stream() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"event\":\"token_minted\""));
 }
 
+/// Key ring commands run at once (a renewal hook's rotation while an operator
+/// retires a key) each see the other's change: none is lost.
+#[test]
+fn concurrent_key_ring_commands_lose_no_change() {
+    let (_dir, path) = config_with_keyring("ring.toml");
+    let cmd = |args: &[&str]| {
+        let mut c = keyward();
+        c.args(args).arg("--config").arg(&path);
+        c
+    };
+    assert!(
+        cmd(&["keys", "generate"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let list =
+        String::from_utf8_lossy(&cmd(&["keys", "list"]).output().unwrap().stdout).into_owned();
+    let first = list
+        .lines()
+        .find(|l| l.starts_with("session"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no session key in {list}"))
+        .to_owned();
+    // Only a key that no longer issues can be retired.
+    assert!(
+        cmd(&["keys", "rotate", "--session"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    const ROTATIONS: usize = 8;
+    let mut running: Vec<_> = (0..ROTATIONS)
+        .map(|_| {
+            cmd(&["keys", "rotate", "--session"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    running.push(
+        cmd(&["keys", "retire", &first])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for mut c in running {
+        assert!(c.wait().unwrap().success());
+    }
+    let list =
+        String::from_utf8_lossy(&cmd(&["keys", "list"]).output().unwrap().stdout).into_owned();
+    let session: Vec<&str> = list.lines().filter(|l| l.starts_with("session")).collect();
+    assert_eq!(session.len(), 2 + ROTATIONS, "{list}");
+    assert!(
+        session
+            .iter()
+            .any(|l| l.ends_with(&first) && l.contains("retired")),
+        "the retirement was lost: {list}"
+    );
+}
+
 /// `keyward users …` / `keyward devices …` against a running agent: invites are
 /// one-time links on the portal's origin, the enrollment page accepts them once they
 /// exist, disabling revokes, and unknown names are errors that say what to run.

@@ -16,14 +16,15 @@ use crate::state::{self, os_random, unix_now};
 /// `keyward keys generate`: a new key ring; refuses to overwrite one.
 pub fn keys_generate(cfg: &Config) -> anyhow::Result<()> {
     let path = &cfg.session.keyring;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _one_writer = ringfile::lock(path)?;
     if path.exists() {
         bail!(
             "{} already exists; use `keyward keys rotate` to change keys",
             path.display()
         );
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let ring = KeyRing::generate(unix_now(), &mut os_random)?;
     ringfile::save(path, &ring)?;
@@ -37,6 +38,7 @@ pub fn keys_generate(cfg: &Config) -> anyhow::Result<()> {
 /// session it may have sealed has expired. Also retires keys past that point.
 pub fn keys_rotate(cfg: &Config, session: bool, assertion: bool) -> anyhow::Result<()> {
     let path = &cfg.session.keyring;
+    let _one_writer = ringfile::lock(path)?;
     let mut ring = state::load_ring(path)?;
     let now = unix_now();
     let (session, assertion) = if !session && !assertion {
@@ -78,6 +80,7 @@ pub fn keys_list(cfg: &Config) -> anyhow::Result<()> {
 /// `keyward keys retire ID`: stop verifying with a key now (e.g. after a leak).
 pub fn keys_retire(cfg: &Config, id: &str) -> anyhow::Result<()> {
     let path = &cfg.session.keyring;
+    let _one_writer = ringfile::lock(path)?;
     let mut ring = state::load_ring(path)?;
     ring.retire(id, unix_now())?;
     ringfile::save(path, &ring)?;

@@ -82,6 +82,53 @@ pub fn load(path: &Path) -> Result<KeyRing, KeyRingError> {
     parse(path, &text)
 }
 
+/// Held while a command reads, changes and writes the key ring: two at once (an
+/// operator's `retire` during a renewal hook's `rotate`, say) would otherwise each
+/// write what they read, and one change, perhaps the retirement of a leaked key,
+/// would be lost. An advisory lock on `<ring>.lock` beside the ring; released on drop.
+#[derive(Debug)]
+pub struct WriteLock {
+    _file: File,
+}
+
+/// Waits for, then takes, the key ring's [`WriteLock`].
+pub fn lock(path: &Path) -> Result<WriteLock, KeyRingError> {
+    let io = |action, error| KeyRingError::Io {
+        action,
+        path: path.to_owned(),
+        error,
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode_owner_only()
+        .open(PathBuf::from(name))
+        .map_err(|e| io("create the lock file of", e))?;
+    file.lock().map_err(|e| io("lock", e))?;
+    Ok(WriteLock { _file: file })
+}
+
+/// `mode(0o600)` where there are modes.
+trait OwnerOnly {
+    fn mode_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for fs::OpenOptions {
+    #[cfg(unix)]
+    fn mode_owner_only(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+
+    #[cfg(not(unix))]
+    fn mode_owner_only(&mut self) -> &mut Self {
+        self
+    }
+}
+
 /// Writes `ring` to `path` atomically, with mode 0600 from the moment it exists.
 pub fn save(path: &Path, ring: &KeyRing) -> Result<(), KeyRingError> {
     let io = |action, error| KeyRingError::Io {
