@@ -28,6 +28,8 @@ hosts = ["app.test"]
 access = "authenticated"
 "#;
 
+const LOST: &str = "keyward_revocations_listener_lost_total";
+
 #[tokio::test]
 async fn the_store_behaves_the_same_on_postgresql() {
     let pg = Postgres::start().await;
@@ -89,10 +91,15 @@ async fn a_revocation_reaches_every_node_at_once_and_after_an_outage() {
     let url = pg.create_database("keyward");
     // Polling every five minutes: only the store's notification can explain a node
     // applying a revocation made elsewhere within seconds.
-    let store = format!("url = \"{url}\"\nrevocation_poll = \"5m\"");
+    // Heartbeats every 200 ms: a listener that stopped hearing them would be replaced
+    // (and counted) within the second this test waits below.
+    let store = format!("url = \"{url}\"\nrevocation_poll = \"5m\"\nheartbeat = \"200ms\"");
     let a = Node::start(&store, None).await;
     let b = Node::start(&store, Some(&a)).await;
     b.listening(true).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.keyward.metric(LOST).await, 0.0, "heartbeats went unheard");
+    assert_eq!(b.keyward.metric("keyward_revocations_listening").await, 1.0);
 
     // One set of users for every node.
     a.keyward.cli_ok(&["users", "invite", "hana"]);
@@ -134,6 +141,7 @@ async fn a_revocation_reaches_every_node_at_once_and_after_an_outage() {
     // The store goes away: the nodes keep deciding with what they hold.
     pg.kill();
     b.listening(false).await;
+    assert!(b.keyward.metric(LOST).await >= 1.0);
     assert_eq!(b.as_user(&sess).await.status, 302);
     assert_eq!(b.as_user(&other).await.status, 200);
     pg.restart().await;

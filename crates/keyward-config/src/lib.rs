@@ -223,6 +223,11 @@ pub struct StoreConfig {
     /// CLI is also pushed to the local agent at once).
     #[serde(with = "humantime_serde")]
     pub revocation_poll: Duration,
+    /// PostgreSQL: how often an agent checks that it still hears the store's
+    /// announcements (it announces a heartbeat to itself); one unheard for three
+    /// periods means the listening connection is dead, and the agent listens anew.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
 }
 
 impl Default for StoreConfig {
@@ -230,6 +235,7 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite:///var/lib/keyward/keyward.db".into(),
             revocation_poll: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -615,6 +621,14 @@ impl Config {
             return Err(invalid(
                 "store.revocation_poll",
                 "must be between \"1ms\" and \"5m\" (default \"1s\"): other agents apply revocations this late",
+            ));
+        }
+        if self.store.heartbeat < Duration::from_millis(100)
+            || self.store.heartbeat > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "store.heartbeat",
+                "must be between \"100ms\" and \"5m\" (default \"10s\")",
             ));
         }
         Ok(())

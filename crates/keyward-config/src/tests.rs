@@ -207,6 +207,7 @@ fn unsafe_state_and_lifetimes_are_refused() {
             "[store]\nrevocation_poll = \"10m\"",
             "store.revocation_poll",
         ),
+        ("[store]\nheartbeat = \"10ms\"", "store.heartbeat"),
         ("[session]\nmax_lifetime = \"31d\"", "session.max_lifetime"),
         (
             "[session]\nmax_lifetime = \"500000000y\"",

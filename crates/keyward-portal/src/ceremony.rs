@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use keyward_store::Store;
+use std::net::IpAddr;
+
+use keyward_store::{CeremonyLimits, Put, Store};
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     AttestedPasskeyRegistration, DiscoverableAuthentication, PasskeyAuthentication,
@@ -14,9 +16,23 @@ use webauthn_rs::prelude::{
 
 /// How long a started ceremony may take to finish.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
-/// At most this many ceremonies wait at once (begun and neither finished nor expired):
-/// a flood of begun sign-ins is refused past it rather than filling the store.
-const MAX_PENDING: i64 = 50_000;
+/// How many ceremonies may wait at once (begun, neither finished nor expired): per
+/// client (as the rate limits count them: an IPv4 address or an IPv6 /64), and for
+/// everyone on the store. A flood of begun sign-ins is refused past them rather than
+/// filling the store; one client's flood reaches only its own limit.
+const LIMITS: CeremonyLimits = CeremonyLimits {
+    per_client: 20,
+    total: 100_000,
+};
+
+/// Why a ceremony was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotKept {
+    /// This client has too many waiting: 429.
+    TooMany,
+    /// The store failed, or everyone's limit is reached: 503.
+    Unavailable,
+}
 
 /// A ceremony waiting for its second half.
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,30 +102,33 @@ impl Ceremonies {
         Self { store }
     }
 
-    /// Keeps `pending` under a fresh random id and returns the id. `None` when it
-    /// cannot be kept (the store failed, or too many ceremonies wait): the caller
-    /// answers "try again".
-    pub async fn put(&self, pending: Pending) -> Option<String> {
+    /// Keeps `pending`, begun by `client`, under a fresh random id and returns the id.
+    pub async fn put(&self, client: IpAddr, pending: Pending) -> Result<String, NotKept> {
         let id = crate::random_id();
-        let body = serde_json::to_string(&pending).ok()?;
+        let body = serde_json::to_string(&pending).map_err(|err| {
+            tracing::error!(%err, "cannot serialize a ceremony");
+            NotKept::Unavailable
+        })?;
         let now = crate::unix_now();
         let ttl = CEREMONY_TTL.as_secs() as i64;
+        let client = crate::rate_key(client);
         match self
             .store
-            .put_ceremony(&key(&id), &body, now, now + ttl, MAX_PENDING)
+            .put_ceremony(&key(&id), &client, &body, now, now + ttl, LIMITS)
             .await
         {
-            Ok(true) => Some(id),
-            Ok(false) => {
+            Ok(Put::Kept) => Ok(id),
+            Ok(Put::ClientFull) => Err(NotKept::TooMany),
+            Ok(Put::Full) => {
                 tracing::warn!(
-                    max = MAX_PENDING,
+                    max = LIMITS.total,
                     "too many ceremonies in progress; refusing new ones"
                 );
-                None
+                Err(NotKept::Unavailable)
             }
             Err(err) => {
                 tracing::error!(%err, "store failed keeping a ceremony");
-                None
+                Err(NotKept::Unavailable)
             }
         }
     }

@@ -23,7 +23,9 @@ use webauthn_rs::prelude::{
 
 use webauthn_rs_proto::ResidentKeyRequirement;
 
-use crate::ceremony::{Authentication, Enrollment, Pending, Registration, SignIn};
+use crate::ceremony::{
+    Authentication, CEREMONY_TTL, Enrollment, NotKept, Pending, Registration, SignIn,
+};
 use crate::pages::{self, json_error};
 use crate::web::{self, CEREMONY_COOKIE};
 use crate::{Portal, aaguid, unix_now};
@@ -191,12 +193,13 @@ pub async fn sign_in_begin(
             "Could not start the sign-in.",
         );
     };
-    let Some(id) = portal
+    let id = match portal
         .ceremonies
-        .put(Pending::SignIn(SignIn { state, rd }))
+        .put(ip, Pending::SignIn(SignIn { state, rd }))
         .await
-    else {
-        return busy();
+    {
+        Ok(id) => id,
+        Err(not_kept) => return busy(not_kept),
     };
     with_ceremony(&portal, &id, Json(options).into_response())
 }
@@ -457,12 +460,15 @@ fn ceremony_failed(what: &str, err: &WebauthnError) -> Response {
     )
 }
 
-/// A ceremony could not be kept (the store failed or is full): nothing was started.
-fn busy() -> Response {
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "keyward cannot start a sign-in right now. Try again shortly.",
-    )
+/// A ceremony could not be kept: nothing was started.
+fn busy(why: NotKept) -> Response {
+    match why {
+        NotKept::TooMany => web::too_many(CEREMONY_TTL.as_secs()),
+        NotKept::Unavailable => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keyward cannot start a sign-in right now. Try again shortly.",
+        ),
+    }
 }
 
 fn store_failed(err: &keyward_store::StoreError) -> Response {
@@ -669,6 +675,7 @@ pub struct EnrollBegin {
 /// `POST /.keyward/enroll/begin`
 pub async fn enroll_begin(
     State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<EnrollBegin>,
 ) -> Response {
@@ -767,8 +774,10 @@ pub async fn enroll_begin(
         state,
         rd,
     });
-    let Some(id) = portal.ceremonies.put(enrollment).await else {
-        return busy();
+    let ip = web::client_ip(&portal, &peer, &headers);
+    let id = match portal.ceremonies.put(ip, enrollment).await {
+        Ok(id) => id,
+        Err(not_kept) => return busy(not_kept),
     };
     with_ceremony(&portal, &id, Json(options).into_response())
 }

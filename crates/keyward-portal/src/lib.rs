@@ -356,7 +356,7 @@ pub(crate) fn random_id() -> String {
 
 /// Whose budget a request from `ip` spends: the address, or for IPv6 its /64 (one
 /// client is commonly given a whole /64, and would otherwise have 2^64 budgets).
-fn rate_key(ip: IpAddr) -> String {
+pub(crate) fn rate_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

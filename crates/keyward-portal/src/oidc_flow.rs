@@ -2,15 +2,16 @@
 //! with PKCE; state and nonce kept server-side), `callback` verifies what comes back,
 //! records the person, and hands over to a passkey ceremony.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_store::{NewUser, Source};
 use serde::Deserialize;
 
-use crate::ceremony::{OidcPending, Pending};
+use crate::ceremony::{NotKept, OidcPending, Pending};
 use crate::flows::IDP_COOKIE;
 use crate::{Portal, pages, unix_now, web};
 
@@ -23,7 +24,12 @@ pub struct StartQuery {
 }
 
 /// `GET /.keyward/oidc/start`
-pub async fn start(State(portal): State<Arc<Portal>>, Query(q): Query<StartQuery>) -> Response {
+pub async fn start(
+    State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
     let Some(provider) = &portal.oidc else {
         return pages::problem(
             StatusCode::NOT_FOUND,
@@ -38,8 +44,10 @@ pub async fn start(State(portal): State<Arc<Portal>>, Query(q): Query<StartQuery
         rd,
         enroll: q.enroll.as_deref() == Some("1"),
     });
-    let Some(id) = portal.ceremonies.put(pending).await else {
-        return unavailable();
+    let ip = web::client_ip(&portal, &peer, &headers);
+    let id = match portal.ceremonies.put(ip, pending).await {
+        Ok(id) => id,
+        Err(not_kept) => return not_started(not_kept),
     };
     let mut res = Redirect::to(url.as_str()).into_response();
     // Lax: the provider's redirect back is a cross-site top-level navigation.
@@ -58,6 +66,7 @@ pub struct CallbackQuery {
 /// `GET /.keyward/oidc/callback`
 pub async fn callback(
     State(portal): State<Arc<Portal>>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
@@ -170,8 +179,10 @@ pub async fn callback(
         user_id: user.id.clone(),
         rd: p.rd.clone(),
     };
-    let Some(id) = portal.ceremonies.put(identified).await else {
-        return unavailable();
+    let ip = web::client_ip(&portal, &peer, &headers);
+    let id = match portal.ceremonies.put(ip, identified).await {
+        Ok(id) => id,
+        Err(not_kept) => return not_started(not_kept),
     };
     let next = if p.enroll || !has_devices {
         "/.keyward/enroll"
@@ -185,7 +196,19 @@ pub async fn callback(
     res
 }
 
-/// The store failed (or holds too many ceremonies): nothing was started or granted.
+/// A ceremony could not be kept: nothing was started or granted.
+fn not_started(why: NotKept) -> Response {
+    match why {
+        NotKept::TooMany => pages::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins in progress",
+            "Finish or abandon the ones you started, wait a few minutes, then try again.",
+        ),
+        NotKept::Unavailable => unavailable(),
+    }
+}
+
+/// The store failed: nothing was started or granted.
 fn unavailable() -> Response {
     pages::problem(
         StatusCode::SERVICE_UNAVAILABLE,

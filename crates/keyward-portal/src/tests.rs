@@ -1384,3 +1384,23 @@ async fn a_ceremony_begun_on_one_node_finishes_on_another_once() {
             .refused(StatusCode::BAD_REQUEST, "expired or was already used");
     }
 }
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_share_of_waiting_ceremonies() {
+    let mut h = Harness::new().await;
+    h.user("alice").await;
+    for _ in 0..20 {
+        h.login_begin(Some("alice")).await;
+    }
+    let a = h
+        .post_json(
+            "/.keyward/login/begin",
+            &json!({ "username": "alice" }),
+            &[],
+        )
+        .await;
+    a.refused(StatusCode::TOO_MANY_REQUESTS, "Too many attempts");
+    // Another client is not held up by it.
+    h.peer = "198.51.100.20:40000".parse().unwrap();
+    h.login_begin(Some("alice")).await;
+}

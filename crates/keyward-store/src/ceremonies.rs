@@ -3,32 +3,59 @@
 
 use crate::{Field, Store, StoreError, on_pool};
 
+/// How many ceremonies may wait at once, for one client and for all.
+#[derive(Debug, Clone, Copy)]
+pub struct CeremonyLimits {
+    pub per_client: i64,
+    pub total: i64,
+}
+
+/// What [`Store::put_ceremony`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Kept,
+    /// This client has `per_client` ceremonies waiting.
+    ClientFull,
+    /// `total` ceremonies are waiting.
+    Full,
+}
+
 impl Store {
-    /// Keeps `body` under `id` until `expires_at`, unless `max_live` ceremonies are
-    /// already waiting at `now` (a flood of begun sign-ins): then false, nothing kept.
+    /// Keeps `body` under `id` until `expires_at`, begun by `client`, unless that
+    /// client or everyone already has as many waiting at `now` as `limits` allow (a
+    /// flood of begun sign-ins): then nothing is kept. The counts are read before the
+    /// insert, so racing inserts can pass a limit by a few.
     pub async fn put_ceremony(
         &self,
         id: &[u8; 32],
+        client: &str,
         body: &str,
         now: i64,
         expires_at: i64,
-        max_live: i64,
-    ) -> Result<bool, StoreError> {
-        const LIVE: &str = "SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1";
-        const INSERT: &str = "INSERT INTO ceremonies (id, body, expires_at) VALUES ($1, $2, $3)";
+        limits: CeremonyLimits,
+    ) -> Result<Put, StoreError> {
+        const MINE: &str = "SELECT COUNT(*) FROM ceremonies WHERE client = $1 AND expires_at > $2";
+        const ALL: &str = "SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1";
+        const INSERT: &str =
+            "INSERT INTO ceremonies (id, client, body, expires_at) VALUES ($1, $2, $3, $4)";
         on_pool!(self, pool => {
-            let live: i64 = sqlx::query_scalar(LIVE).bind(now).fetch_one(pool).await?;
-            if live >= max_live {
-                return Ok(false);
+            let mine: i64 = sqlx::query_scalar(MINE).bind(client).bind(now).fetch_one(pool).await?;
+            if mine >= limits.per_client {
+                return Ok(Put::ClientFull);
+            }
+            let all: i64 = sqlx::query_scalar(ALL).bind(now).fetch_one(pool).await?;
+            if all >= limits.total {
+                return Ok(Put::Full);
             }
             sqlx::query(INSERT)
                 .bind(&id[..])
+                .bind(client)
                 .bind(body)
                 .bind(expires_at)
                 .execute(pool)
                 .await?;
         });
-        Ok(true)
+        Ok(Put::Kept)
     }
 
     /// The ceremony `id`, if it has not expired at `now`, left in place.

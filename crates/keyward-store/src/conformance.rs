@@ -7,7 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Conflict, Invite, Kind, NewDevice, NewUser, Source, Store, Touch};
+use crate::{
+    CeremonyLimits, Conflict, Invite, Kind, NewDevice, NewUser, Put, Source, Store, Touch,
+};
 
 /// One case: takes the URL of an empty database.
 pub type Case = fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -358,11 +360,26 @@ async fn oidc_users_follow_the_idp_but_stay_disabled(url: String) {
 
 async fn a_ceremony_is_taken_once_and_expires(url: String) {
     let s = open(&url).await;
-    let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
-    assert!(s.put_ceremony(&a, "{\"a\":1}", 100, 400, 2).await.unwrap());
-    assert!(s.put_ceremony(&b, "b", 100, 150, 2).await.unwrap());
-    // Two are waiting: a third is refused until one is used or expires.
-    assert!(!s.put_ceremony(&c, "c", 120, 400, 2).await.unwrap());
+    let (a, b, c, d) = ([1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]);
+    let limits = CeremonyLimits {
+        per_client: 2,
+        total: 3,
+    };
+    let put = |id, client, body, now, exp| {
+        let s = s.clone();
+        async move {
+            s.put_ceremony(id, client, body, now, exp, limits)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(put(&a, "192.0.2.1", "{\"a\":1}", 100, 400).await, Put::Kept);
+    assert_eq!(put(&b, "192.0.2.1", "b", 100, 150).await, Put::Kept);
+    // That client has two waiting: a third of its own is refused, another client's
+    // is kept, and then everyone's limit is reached.
+    assert_eq!(put(&c, "192.0.2.1", "c", 120, 400).await, Put::ClientFull);
+    assert_eq!(put(&c, "2001:db8::/64", "c", 120, 400).await, Put::Kept);
+    assert_eq!(put(&d, "198.51.100.7", "d", 120, 400).await, Put::Full);
     assert_eq!(
         s.peek_ceremony(&a, 120).await.unwrap().as_deref(),
         Some("{\"a\":1}")
@@ -377,9 +394,9 @@ async fn a_ceremony_is_taken_once_and_expires(url: String) {
         "used once only"
     );
     assert_eq!(s.peek_ceremony(&a, 120).await.unwrap(), None);
-    // Expired: neither seen nor taken, and purged.
+    // Expired: neither seen nor taken, no longer counted, and purged.
     assert_eq!(s.peek_ceremony(&b, 150).await.unwrap(), None);
-    assert!(s.put_ceremony(&c, "c", 160, 400, 2).await.unwrap());
+    assert_eq!(put(&d, "192.0.2.1", "d", 160, 400).await, Put::Kept);
     assert_eq!(s.purge_ceremonies(160).await.unwrap(), 1);
     assert_eq!(s.take_ceremony(&b, 120).await.unwrap(), None);
     assert_eq!(

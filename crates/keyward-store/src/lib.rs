@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Decode, Row, Type};
 
+pub use ceremonies::{CeremonyLimits, Put};
 pub use revocation::{Kind, Revocation, Revocations};
 pub use users::{Conflict, Device, Invite, NewDevice, NewUser, Source, Touch, User};
 
@@ -70,6 +71,18 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// The schema migrations of a backend. Migrations only ever add (tables, columns with
+/// defaults), and a migration this build does not know is not an error: during a
+/// rolling upgrade, or after a rollback, an older node keeps working on a store a
+/// newer one has migrated.
+macro_rules! migrator {
+    ($dir:literal) => {{
+        let mut m = sqlx::migrate!($dir);
+        m.set_ignore_missing(true);
+        m
+    }};
+}
+
 /// Reading a column of either backend's rows, for values both backends decode.
 pub(crate) trait Field {
     fn field<T>(&self, column: &str) -> Result<T, sqlx::Error>
@@ -106,6 +119,10 @@ impl Field for PgRow {
 
 /// The channel a committed revocation is announced on (see migrations/postgres).
 const REVOCATIONS_CHANNEL: &str = "keyward_revocations";
+/// The advisory lock revocation writers queue on ("keyward" in ASCII).
+const REVOCATION_WRITERS_LOCK: i64 = 0x006b_6579_7761_7264;
+/// What a heartbeat's payload starts with (a revocation's payload is its id).
+const HEARTBEAT_PREFIX: &str = "heartbeat:";
 
 const STORE_URL_EXAMPLES: &str =
     "e.g. sqlite:///var/lib/keyward/keyward.db or postgres://keyward@db.internal/keyward";
@@ -135,7 +152,7 @@ impl Store {
                     url: url.to_owned(),
                     source,
                 })?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            migrator!("./migrations/sqlite").run(&pool).await?;
             return Ok(Store::Sqlite(pool));
         }
         if is_postgres_url(url) {
@@ -159,7 +176,7 @@ impl Store {
                 .map_err(|source| StoreError::Open { url: shown, source })?;
             // Nodes starting together against a new database: sqlx holds an advisory
             // lock while it migrates, so one migrates and the others wait.
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            migrator!("./migrations/postgres").run(&pool).await?;
             return Ok(Store::Postgres(pool));
         }
         Err(StoreError::Url(format!(
@@ -189,8 +206,11 @@ impl Store {
             if let Store::Postgres(_) = self {
                 // Readers ask for "ids after the last one I saw": two writers that
                 // commit out of id order would hide the earlier id from a reader that
-                // saw the later one. Writers queue here instead (readers do not).
-                sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE")
+                // saw the later one. Writers queue here instead, on a lock only they
+                // take (readers, vacuum and the purge do not wait for it), held until
+                // commit.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(REVOCATION_WRITERS_LOCK)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -256,6 +276,20 @@ impl Store {
         Ok(Some(Wakeups { listener }))
     }
 
+    /// Announces a heartbeat carrying `token` to every listener (itself included): a
+    /// listener that stops hearing its own has lost the store without being told (a
+    /// connection dropped silently by a firewall or a failover). A no-op on SQLite.
+    pub async fn heartbeat(&self, token: &str) -> Result<(), StoreError> {
+        if let Store::Postgres(pool) = self {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REVOCATIONS_CHANNEL)
+                .bind(format!("{HEARTBEAT_PREFIX}{token}"))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Closes connections (flushes the WAL on SQLite).
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
@@ -269,13 +303,40 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// Waits until a revocation was committed. An error means the listening
-    /// connection was lost, and with it what was announced meanwhile: drop this, make
-    /// a new one with [`Store::wakeups`], and read the log once it is made.
-    pub async fn next(&mut self) -> Result<(), StoreError> {
+    /// Waits for the next announcement: a committed revocation, or a heartbeat
+    /// ([`Store::heartbeat`]). An error means the listening connection was lost, and
+    /// with it what was announced meanwhile: drop this, make a new one with
+    /// [`Store::wakeups`], and read the log once it is made.
+    pub async fn next(&mut self) -> Result<Wakeup, StoreError> {
         match self.listener.try_recv().await? {
-            Some(_) => Ok(()),
+            Some(n) => Ok(Wakeup::of(n.payload())),
             None => Err(StoreError::ListenerLost),
+        }
+    }
+
+    /// Announcements already received, without waiting: a burst of revocations is
+    /// read from the log once.
+    pub fn drain(&mut self) -> Vec<Wakeup> {
+        std::iter::from_fn(|| self.listener.next_buffered())
+            .map(|n| Wakeup::of(n.payload()))
+            .collect()
+    }
+}
+
+/// What woke a [`Wakeups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A revocation was committed.
+    Revocation,
+    /// A heartbeat, with the token its sender chose.
+    Heartbeat(String),
+}
+
+impl Wakeup {
+    fn of(payload: &str) -> Self {
+        match payload.strip_prefix(HEARTBEAT_PREFIX) {
+            Some(token) => Wakeup::Heartbeat(token.to_owned()),
+            None => Wakeup::Revocation,
         }
     }
 }
@@ -306,8 +367,11 @@ pub fn redact_url(url: &str) -> String {
     // The last `@`: a password may hold `@`, `/` or `?` unescaped; hiding more is safe.
     match rest.rsplit_once('@') {
         Some((userinfo, host_and_path)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            // The user name ends at the first `:` (a password follows), or at a `/`
+            // or `?` (then the `@` was in the path or query): anything after is hidden.
+            let end = userinfo.find([':', '/', '?']).unwrap_or(userinfo.len());
+            let user = &userinfo[..end];
+            let hidden = if end < userinfo.len() { ":***" } else { "" };
             format!("{scheme}://{user}{hidden}@{}", without_query(host_and_path))
         }
         None => format!("{scheme}://{}", without_query(rest)),
@@ -346,6 +410,8 @@ mod tests {
             ("postgres://u:p@h", "postgres://u:***@h"),
             ("postgres://u:a/b@c@h/db", "postgres://u:***@h/db"),
             ("postgres://u:a?b@h/db?x=1", "postgres://u:***@h/db"),
+            ("postgres://h/db?password=s3cr@t", "postgres://h:***@t"),
+            ("postgres://h/d@b", "postgres://h:***@b"),
             ("sqlite:///var/lib/k.db", "sqlite:///var/lib/k.db"),
         ] {
             assert_eq!(redact_url(url), shown);

@@ -15,8 +15,8 @@ use keyward_gate::{Gate, GateMetrics, Keys};
 use keyward_ops::Readiness;
 use keyward_session::keyring::{KeyKind, KeyState};
 use keyward_spoa::{CancellationToken, LimitsHandle, Listener, Metrics, Server};
-use keyward_store::Store;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use keyward_store::{Store, Wakeup};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::signal::unix::{SignalKind, signal};
 
 use keyward_portal::{Portal, Revoker};
@@ -50,6 +50,14 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         .namespace("keyward"),
     )?;
     registry.register(Box::new(listening.clone()))?;
+    let relistens = IntCounter::with_opts(
+        Opts::new(
+            "revocations_listener_lost_total",
+            "times the listening connection to the shared store was lost (or went silent)",
+        )
+        .namespace("keyward"),
+    )?;
+    registry.register(Box::new(relistens.clone()))?;
 
     let ring = state::load_ring(&cfg.session.keyring)?;
     let policy = state::load_policy(&cfg.policy.file)?;
@@ -82,7 +90,7 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     let ops_app = keyward_ops::router(registry.clone(), ready.clone()).merge(
         Router::new()
             .route(REFRESH_PATH, post(refresh))
-            .with_state(revoker.clone()),
+            .with_state((revoker.clone(), cfg.ops.listen.ip())),
     );
     let (ops_addr, ops) = keyward_ops::bind(cfg.ops.listen, ops_app, shutdown.clone())
         .await
@@ -108,7 +116,11 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     ));
     let listener = tokio::spawn(listen_revocations(
         revoker.clone(),
-        listening,
+        cfg.store.heartbeat,
+        ListenGauges {
+            listening,
+            relistens,
+        },
         shutdown.clone(),
     ));
 
@@ -142,12 +154,13 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
 
 /// `POST /admin/revocations/refresh`, what `keyward sessions revoke` calls on its own
 /// host. The ops listener may face the network (probes, scrapes); this endpoint
-/// answers only peers on this host.
+/// answers only peers on this host: loopback, or the listener's own address (what a
+/// connection to it from this host comes from).
 async fn refresh(
-    State(revoker): State<Arc<Revoker>>,
+    State((revoker, own)): State<(Arc<Revoker>, IpAddr)>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> (axum::http::StatusCode, String) {
-    if !from_this_host(peer.ip()) {
+    if !from_this_host(peer.ip(), own) {
         return (
             axum::http::StatusCode::FORBIDDEN,
             "only from this host (keyward sessions revoke)\n".into(),
@@ -199,7 +212,10 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
     }
 }
 
-fn from_this_host(ip: IpAddr) -> bool {
+fn from_this_host(ip: IpAddr, own: IpAddr) -> bool {
+    if ip == own && !own.is_unspecified() {
+        return true;
+    }
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -211,58 +227,96 @@ fn from_this_host(ip: IpAddr) -> bool {
 /// How often expired revocations and ceremonies are deleted from the store.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// How long to wait before listening again after the store connection was lost.
-const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+/// The wait before listening again after the store connection was lost: doubling
+/// from one second to half a minute while the store stays away.
+const RELISTEN_FIRST: Duration = Duration::from_secs(1);
+const RELISTEN_MAX: Duration = Duration::from_secs(30);
 
 /// On a shared store (PostgreSQL), reads the log the moment another node commits a
 /// revocation, instead of at the next poll. Polling goes on regardless: a lost
 /// connection only makes revocations as late as `store.revocation_poll`, and the log is
 /// read again as soon as the listener is back (what was announced meanwhile is lost).
+/// A connection can also die without a word (a firewall's idle timeout): every
+/// `store.heartbeat` the agent announces a heartbeat to itself, and when none has come
+/// back for three periods it listens anew.
 async fn listen_revocations(
     revoker: Arc<Revoker>,
-    listening: IntGauge,
+    every: Duration,
+    gauges: ListenGauges,
     shutdown: CancellationToken,
 ) {
-    let mut wakeups = None;
+    // Which heartbeats are this agent's own (every node hears all of them).
+    let mut nonce = [0u8; 12];
+    state::os_random(&mut nonce);
+    let token: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let mut backoff = RELISTEN_FIRST;
     loop {
-        listening.set(i64::from(wakeups.is_some()));
-        let Some(w) = wakeups.as_mut() else {
-            match revoker.store.wakeups().await {
-                Ok(Some(w)) => {
-                    tracing::info!("listening for revocations committed by other nodes");
-                    wakeups = Some(w);
-                    listening.set(1);
-                    if let Err(err) = revoker.refresh().await {
-                        tracing::error!(%err, "reading revocations from the store failed");
-                    }
-                }
-                // SQLite: one node, nothing to listen to.
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(%err, "cannot listen for revocations; polling until it can");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(RELISTEN_AFTER) => {}
-                    }
-                }
-            }
-            continue;
-        };
-        tokio::select! {
+        gauges.listening.set(0);
+        let wakeups = tokio::select! {
             () = shutdown.cancelled() => return,
-            woke = w.next() => match woke {
-                Ok(()) => {
-                    if let Err(err) = revoker.refresh().await {
-                        tracing::error!(%err, "reading revocations from the store failed");
+            w = revoker.store.wakeups() => w,
+        };
+        let mut w = match wakeups {
+            Ok(Some(w)) => w,
+            // SQLite: one node, nothing to listen to.
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff, "cannot listen for revocations; polling until it can");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RELISTEN_MAX);
+                continue;
+            }
+        };
+        tracing::info!("listening for revocations committed by other nodes");
+        gauges.listening.set(1);
+        if let Err(err) = revoker.refresh().await {
+            tracing::error!(%err, "reading revocations from the store failed");
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
+        let lost = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if heard.elapsed() > every * 3 {
+                        break "no heartbeat came back".to_owned();
+                    }
+                    if let Err(err) = revoker.store.heartbeat(&token).await {
+                        tracing::warn!(%err, "announcing a heartbeat failed");
                     }
                 }
-                Err(err) => {
-                    tracing::warn!(%err, "revocation listener lost; listening again");
-                    wakeups = None;
-                }
-            },
-        }
+                woke = w.next() => match woke {
+                    Ok(first) => {
+                        let mut revoked = false;
+                        for wakeup in std::iter::once(first).chain(w.drain()) {
+                            match wakeup {
+                                Wakeup::Heartbeat(t) if t == token => heard = tokio::time::Instant::now(),
+                                Wakeup::Heartbeat(_) => {}
+                                Wakeup::Revocation => revoked = true,
+                            }
+                        }
+                        if revoked && let Err(err) = revoker.refresh().await {
+                            tracing::error!(%err, "reading revocations from the store failed");
+                        }
+                    }
+                    Err(err) => break err.to_string(),
+                },
+            }
+        };
+        tracing::warn!(why = %lost, "revocation listener lost; listening again");
+        gauges.relistens.inc();
+        backoff = RELISTEN_FIRST;
     }
+}
+
+/// What the revocation listener reports.
+struct ListenGauges {
+    listening: IntGauge,
+    relistens: IntCounter,
 }
 
 async fn wait_for_shutdown(reloader: &mut Reloader) -> anyhow::Result<()> {
@@ -444,7 +498,15 @@ mod tests {
             ("fe80::1", false),
             ("0.0.0.0", false),
         ] {
-            assert_eq!(from_this_host(ip.parse().unwrap()), ok, "{ip}");
+            assert_eq!(
+                from_this_host(ip.parse().unwrap(), "0.0.0.0".parse().unwrap()),
+                ok,
+                "{ip}"
+            );
         }
+        // Listening on a private address: a CLI on this host connects from it.
+        let own = "10.0.0.5".parse().unwrap();
+        assert!(from_this_host("10.0.0.5".parse().unwrap(), own));
+        assert!(!from_this_host("10.0.0.6".parse().unwrap(), own));
     }
 }

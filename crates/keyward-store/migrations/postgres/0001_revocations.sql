@@ -1,7 +1,7 @@
 -- The revocation log: append-only, read by every agent by increasing id (the same
--- table as on SQLite; see migrations/sqlite). Writers take the table's EXCLUSIVE lock
--- around their insert, so ids become visible in id order and a reader that remembers
--- the last id it saw never skips a slower, earlier one.
+-- table as on SQLite; see migrations/sqlite). Writers queue on an advisory lock around
+-- their insert (Store::revoke), so ids become visible in id order and a reader that
+-- remembers the last id it saw never skips a slower, earlier one.
 CREATE TABLE revocations (
     id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind    TEXT   NOT NULL CHECK (kind IN ('session', 'user', 'device')),
