@@ -275,6 +275,22 @@ async fn listen_revocations(
         if let Err(err) = revoker.refresh().await {
             tracing::error!(%err, "reading revocations from the store failed");
         }
+        // The listener is read in a task of its own that awaits each read to its end
+        // (a read abandoned half way could lose part of a message); the task, and the
+        // listener with it, is dropped when this loop gives it up.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Wakeup>, String>>(64);
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let batch = match w.next().await {
+                    Ok(first) => Ok(std::iter::once(first).chain(w.drain()).collect()),
+                    Err(err) => Err(err.to_string()),
+                };
+                let failed = batch.is_err();
+                if tx.send(batch).await.is_err() || failed {
+                    return;
+                }
+            }
+        }));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = tokio::time::Instant::now();
@@ -289,10 +305,10 @@ async fn listen_revocations(
                         tracing::warn!(%err, "announcing a heartbeat failed");
                     }
                 }
-                woke = w.next() => match woke {
-                    Ok(first) => {
+                batch = rx.recv() => match batch {
+                    Some(Ok(wakeups)) => {
                         let mut revoked = false;
-                        for wakeup in std::iter::once(first).chain(w.drain()) {
+                        for wakeup in wakeups {
                             match wakeup {
                                 Wakeup::Heartbeat(t) if t == token => heard = tokio::time::Instant::now(),
                                 Wakeup::Heartbeat(_) => {}
@@ -303,13 +319,24 @@ async fn listen_revocations(
                             tracing::error!(%err, "reading revocations from the store failed");
                         }
                     }
-                    Err(err) => break err.to_string(),
+                    Some(Err(err)) => break err,
+                    None => break "the listener stopped".to_owned(),
                 },
             }
         };
+        drop(reader);
         tracing::warn!(why = %lost, "revocation listener lost; listening again");
         gauges.relistens.inc();
         backoff = RELISTEN_FIRST;
+    }
+}
+
+/// A task stopped when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
