@@ -223,9 +223,9 @@ pub struct StoreConfig {
     /// CLI is also pushed to the local agent at once).
     #[serde(with = "humantime_serde")]
     pub revocation_poll: Duration,
-    /// PostgreSQL: how often an agent checks that it still hears the store's
-    /// announcements (it announces a heartbeat to itself); one unheard for three
-    /// periods means the listening connection is dead, and the agent listens anew.
+    /// PostgreSQL: how often every agent announces a heartbeat to all; one that hears
+    /// nothing for three periods takes its listening connection for dead and listens
+    /// anew.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
 }

@@ -16,14 +16,12 @@ use webauthn_rs::prelude::{
 
 /// How long a started ceremony may take to finish.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
-/// How many ceremonies may wait at once (begun, neither finished nor expired): per
-/// client (as the rate limits count them: an IPv4 address or an IPv6 /64), and for
-/// everyone on the store. A flood of begun sign-ins is refused past them rather than
-/// filling the store; one client's flood reaches only its own limit.
-const LIMITS: CeremonyLimits = CeremonyLimits {
-    per_client: 20,
-    total: 100_000,
-};
+/// How many ceremonies may wait at once (begun, neither finished nor expired) for
+/// everyone on the store. Per client (as the rate limits count them: an IPv4 address
+/// or an IPv6 /64), as many as `portal.rate_per_ip` lets one node start in
+/// [`CEREMONY_TTL`]: however many nodes share the store, one client holds no more than
+/// one node would let it. A flood is refused past them rather than filling the store.
+const MAX_TOTAL: i64 = 100_000;
 
 /// Why a ceremony was not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +93,34 @@ pub struct OidcPending {
 #[derive(Debug, Clone)]
 pub struct Ceremonies {
     store: Store,
+    limits: CeremonyLimits,
 }
 
 impl Ceremonies {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, rate_per_ip: u32) -> Self {
+        let minutes = CEREMONY_TTL.as_secs().div_ceil(60) as i64;
+        Self {
+            store,
+            limits: CeremonyLimits {
+                per_client: i64::from(rate_per_ip.max(1)) * minutes,
+                total: MAX_TOTAL,
+            },
+        }
     }
 
     /// Keeps `pending`, begun by `client`, under a fresh random id and returns the id.
-    pub async fn put(&self, client: IpAddr, pending: Pending) -> Result<String, NotKept> {
+    /// `replaces` is the ceremony the browser's cookie names, if any: the new one takes
+    /// its cookie, so it can no longer be finished and is dropped (a person who gave up
+    /// on the authenticator's prompt and starts again holds one, not many).
+    pub async fn put(
+        &self,
+        client: IpAddr,
+        replaces: Option<&str>,
+        pending: Pending,
+    ) -> Result<String, NotKept> {
+        if let Some(old) = replaces {
+            self.take(old).await;
+        }
         let id = crate::random_id();
         let body = serde_json::to_string(&pending).map_err(|err| {
             tracing::error!(%err, "cannot serialize a ceremony");
@@ -114,14 +131,14 @@ impl Ceremonies {
         let client = crate::rate_key(client);
         match self
             .store
-            .put_ceremony(&key(&id), &client, &body, now, now + ttl, LIMITS)
+            .put_ceremony(&key(&id), &client, &body, now, now + ttl, self.limits)
             .await
         {
             Ok(Put::Kept) => Ok(id),
             Ok(Put::ClientFull) => Err(NotKept::TooMany),
             Ok(Put::Full) => {
                 tracing::warn!(
-                    max = LIMITS.total,
+                    max = MAX_TOTAL,
                     "too many ceremonies in progress; refusing new ones"
                 );
                 Err(NotKept::Unavailable)

@@ -195,7 +195,11 @@ pub async fn sign_in_begin(
     };
     let id = match portal
         .ceremonies
-        .put(ip, Pending::SignIn(SignIn { state, rd }))
+        .put(
+            ip,
+            web::cookie(&headers, CEREMONY_COOKIE),
+            Pending::SignIn(SignIn { state, rd }),
+        )
         .await
     {
         Ok(id) => id,
@@ -775,7 +779,8 @@ pub async fn enroll_begin(
         rd,
     });
     let ip = web::client_ip(&portal, &peer, &headers);
-    let id = match portal.ceremonies.put(ip, enrollment).await {
+    let replaces = web::cookie(&headers, CEREMONY_COOKIE);
+    let id = match portal.ceremonies.put(ip, replaces, enrollment).await {
         Ok(id) => id,
         Err(not_kept) => return busy(not_kept),
     };

@@ -158,7 +158,7 @@ impl Portal {
         let all_local_http = origins.iter().all(|o| o.scheme() == "http");
         let store = revoker.store.clone();
         let device_key = store.device_key().await?;
-        let ceremonies = Ceremonies::new(store.clone());
+        let ceremonies = Ceremonies::new(store.clone(), p.rate_per_ip);
         Ok(Self {
             settings: Settings {
                 origins: origin_strings,

@@ -45,7 +45,8 @@ pub async fn start(
         enroll: q.enroll.as_deref() == Some("1"),
     });
     let ip = web::client_ip(&portal, &peer, &headers);
-    let id = match portal.ceremonies.put(ip, pending).await {
+    let replaces = web::cookie(&headers, OIDC_COOKIE);
+    let id = match portal.ceremonies.put(ip, replaces, pending).await {
         Ok(id) => id,
         Err(not_kept) => return not_started(not_kept),
     };
@@ -180,7 +181,8 @@ pub async fn callback(
         rd: p.rd.clone(),
     };
     let ip = web::client_ip(&portal, &peer, &headers);
-    let id = match portal.ceremonies.put(ip, identified).await {
+    let replaces = web::cookie(&headers, IDP_COOKIE);
+    let id = match portal.ceremonies.put(ip, replaces, identified).await {
         Ok(id) => id,
         Err(not_kept) => return not_started(not_kept),
     };

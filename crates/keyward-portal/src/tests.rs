@@ -1386,21 +1386,60 @@ async fn a_ceremony_begun_on_one_node_finishes_on_another_once() {
 }
 
 #[tokio::test]
-async fn one_client_cannot_hold_more_than_its_share_of_waiting_ceremonies() {
-    let mut h = Harness::new().await;
-    h.user("alice").await;
-    for _ in 0..20 {
-        h.login_begin(Some("alice")).await;
+async fn one_client_holds_no_more_ceremonies_on_many_nodes_than_one_node_allows() {
+    // 2 starts a minute per client and node: at most 10 waiting (5 minutes' worth)
+    // for one client on the whole store, however many nodes it spreads them over.
+    let a = Harness::build(|_| "rate_per_ip = 2\nrate_per_user = 1000\n".into()).await;
+    a.user("alice").await;
+    let mut nodes = vec![a];
+    for _ in 0..5 {
+        let peer = nodes[0].peer().await;
+        nodes.push(peer);
     }
-    let a = h
+    for node in &nodes[..5] {
+        for _ in 0..2 {
+            node.login_begin(Some("alice")).await;
+        }
+    }
+    // The sixth node has started nothing for this client, yet refuses it.
+    let mut last = nodes.pop().unwrap();
+    last.post_json(
+        "/.keyward/login/begin",
+        &json!({ "username": "alice" }),
+        &[],
+    )
+    .await
+    .refused(StatusCode::TOO_MANY_REQUESTS, "Too many attempts");
+    last.peer = "198.51.100.20:40000".parse().unwrap();
+    last.login_begin(Some("alice")).await;
+}
+
+#[tokio::test]
+async fn starting_again_drops_the_ceremony_the_browser_held() {
+    let h = Harness::new().await;
+    let alice = h.user("alice").await;
+    let mut key = SoftPasskey::new(true);
+    let (enrolled, _) = h.enroll(&mut key, &h.invite(&alice).await, "passkey").await;
+    enrolled.expect(StatusCode::OK);
+
+    let (rcr, first) = h.login_begin(Some("alice")).await;
+    let again = h
         .post_json(
             "/.keyward/login/begin",
             &json!({ "username": "alice" }),
-            &[],
+            &[(CEREMONY_COOKIE, &first)],
         )
         .await;
-    a.refused(StatusCode::TOO_MANY_REQUESTS, "Too many attempts");
-    // Another client is not held up by it.
-    h.peer = "198.51.100.20:40000".parse().unwrap();
-    h.login_begin(Some("alice")).await;
+    again.expect(StatusCode::OK);
+    let second = again.cookie(CEREMONY_COOKIE).unwrap();
+    assert_ne!(second, first);
+    let answer = key.do_authentication(origin(), rcr).unwrap();
+    h.login_finish(&first, &answer)
+        .await
+        .refused(StatusCode::BAD_REQUEST, "expired or was already used");
+    let rcr: RequestChallengeResponse = serde_json::from_slice(&again.body).unwrap();
+    let answer = key.do_authentication(origin(), rcr).unwrap();
+    h.login_finish(&second, &answer)
+        .await
+        .expect(StatusCode::OK);
 }

@@ -121,8 +121,9 @@ impl Field for PgRow {
 const REVOCATIONS_CHANNEL: &str = "keyward_revocations";
 /// The advisory lock revocation writers queue on ("keyward" in ASCII).
 const REVOCATION_WRITERS_LOCK: i64 = 0x006b_6579_7761_7264;
-/// What a heartbeat's payload starts with (a revocation's payload is its id).
-const HEARTBEAT_PREFIX: &str = "heartbeat:";
+/// The channel heartbeats are announced on ([`Store::heartbeat`]). Payloads are never
+/// read: any role may NOTIFY anything, and the channel alone says what woke us.
+const HEARTBEAT_CHANNEL: &str = "keyward_heartbeat";
 
 const STORE_URL_EXAMPLES: &str =
     "e.g. sqlite:///var/lib/keyward/keyward.db or postgres://keyward@db.internal/keyward";
@@ -265,25 +266,37 @@ impl Store {
         }))
     }
 
-    /// A subscription that wakes on every revocation another process commits:
-    /// PostgreSQL's LISTEN. `None` on SQLite (one node: the CLI tells its agent itself).
+    /// A subscription that wakes on every revocation another process commits, and on
+    /// every heartbeat: PostgreSQL's LISTEN. `None` on SQLite (one node: the CLI tells
+    /// its agent itself). It has a connection of its own, outside the store's pool, so
+    /// that a connection that died silently (and takes minutes to be given up) holds
+    /// none of the pool's.
     pub async fn wakeups(&self) -> Result<Option<Wakeups>, StoreError> {
         let Store::Postgres(pool) = self else {
             return Ok(None);
         };
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(REVOCATIONS_CHANNEL).await?;
-        Ok(Some(Wakeups { listener }))
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with((*pool.connect_options()).clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&own).await?;
+        listener
+            .listen_all([REVOCATIONS_CHANNEL, HEARTBEAT_CHANNEL])
+            .await?;
+        Ok(Some(Wakeups {
+            listener,
+            _pool: own,
+        }))
     }
 
-    /// Announces a heartbeat carrying `token` to every listener (itself included): a
-    /// listener that stops hearing its own has lost the store without being told (a
-    /// connection dropped silently by a firewall or a failover). A no-op on SQLite.
-    pub async fn heartbeat(&self, token: &str) -> Result<(), StoreError> {
+    /// Announces a heartbeat to every listener (this node's included): a listener that
+    /// hears nothing for long has lost the store without being told (a connection
+    /// dropped silently by a firewall or a failover). A no-op on SQLite.
+    pub async fn heartbeat(&self) -> Result<(), StoreError> {
         if let Store::Postgres(pool) = self {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REVOCATIONS_CHANNEL)
-                .bind(format!("{HEARTBEAT_PREFIX}{token}"))
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(HEARTBEAT_CHANNEL)
                 .execute(pool)
                 .await?;
         }
@@ -300,6 +313,7 @@ impl Store {
 #[derive(Debug)]
 pub struct Wakeups {
     listener: PgListener,
+    _pool: PgPool,
 }
 
 impl Wakeups {
@@ -309,36 +323,21 @@ impl Wakeups {
     /// [`Store::wakeups`], and read the log once it is made.
     pub async fn next(&mut self) -> Result<Wakeup, StoreError> {
         match self.listener.try_recv().await? {
-            Some(n) => Ok(Wakeup::of(n.payload())),
+            // Only the channels listened to arrive, and their names are ours.
+            Some(n) if n.channel() == HEARTBEAT_CHANNEL => Ok(Wakeup::Heartbeat),
+            Some(_) => Ok(Wakeup::Revocation),
             None => Err(StoreError::ListenerLost),
         }
-    }
-
-    /// Announcements already received, without waiting: a burst of revocations is
-    /// read from the log once.
-    pub fn drain(&mut self) -> Vec<Wakeup> {
-        std::iter::from_fn(|| self.listener.next_buffered())
-            .map(|n| Wakeup::of(n.payload()))
-            .collect()
     }
 }
 
 /// What woke a [`Wakeups`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wakeup {
     /// A revocation was committed.
     Revocation,
-    /// A heartbeat, with the token its sender chose.
-    Heartbeat(String),
-}
-
-impl Wakeup {
-    fn of(payload: &str) -> Self {
-        match payload.strip_prefix(HEARTBEAT_PREFIX) {
-            Some(token) => Wakeup::Heartbeat(token.to_owned()),
-            None => Wakeup::Revocation,
-        }
-    }
+    /// A heartbeat, from this node or another.
+    Heartbeat,
 }
 
 fn revocation_from_row(row: &impl Field) -> Result<Revocation, StoreError> {
@@ -357,24 +356,29 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// `url` fit for logs and errors: a password in it becomes `***`, and the query
-/// string (which can also carry one) is left off.
+/// `url` fit for logs and errors. A PostgreSQL URL is shown as what it connects to
+/// (user, host, port, database), rebuilt from its parsed form: no password, no query
+/// string, however they were written. A SQLite URL (a path) is shown as it is;
+/// anything else by its scheme alone.
 pub fn redact_url(url: &str) -> String {
-    let without_query = |s: &'_ str| s.split_once('?').map_or(s, |(base, _)| base).to_owned();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return without_query(url);
-    };
-    // The last `@`: a password may hold `@`, `/` or `?` unescaped; hiding more is safe.
-    match rest.rsplit_once('@') {
-        Some((userinfo, host_and_path)) => {
-            // The user name ends at the first `:` (a password follows), or at a `/`
-            // or `?` (then the `@` was in the path or query): anything after is hidden.
-            let end = userinfo.find([':', '/', '?']).unwrap_or(userinfo.len());
-            let user = &userinfo[..end];
-            let hidden = if end < userinfo.len() { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{}", without_query(host_and_path))
-        }
-        None => format!("{scheme}://{}", without_query(rest)),
+    if url.starts_with("sqlite:") {
+        return url.to_owned();
+    }
+    if is_postgres_url(url) {
+        return match PgConnectOptions::from_str(url) {
+            Ok(o) => format!(
+                "postgres://{}@{}:{}/{}",
+                o.get_username(),
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or_default()
+            ),
+            Err(_) => "postgres://… (not a valid URL)".to_owned(),
+        };
+    }
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://…"),
+        None => "…".to_owned(),
     }
 }
 
@@ -393,28 +397,39 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("kw:***@127.0.0.1:1/kw"), "{err}");
+        assert!(err.contains("kw@127.0.0.1:1/kw"), "{err}");
         assert!(!err.contains("hunter"), "{err}");
     }
 
     #[test]
     fn passwords_never_reach_a_log() {
         for (url, shown) in [
-            ("postgres://u:p@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:s3cret@h/db", "postgres://u@h:5432/db"),
             (
-                "postgres://u:p:q@h:5/db?sslmode=require",
-                "postgres://u:***@h:5/db",
+                "postgres://u:s3cret@h:5/db?sslmode=require",
+                "postgres://u@h:5/db",
             ),
-            ("postgresql://u@h/db", "postgresql://u@h/db"),
-            ("postgres://h/db?password=p", "postgres://h/db"),
-            ("postgres://u:p@h", "postgres://u:***@h"),
-            ("postgres://u:a/b@c@h/db", "postgres://u:***@h/db"),
-            ("postgres://u:a?b@h/db?x=1", "postgres://u:***@h/db"),
-            ("postgres://h/db?password=s3cr@t", "postgres://h:***@t"),
-            ("postgres://h/d@b", "postgres://h:***@b"),
+            ("postgresql://u@h/db", "postgres://u@h:5432/db"),
+            (
+                "postgres://u@h/db?options=a@b&password=s3cret",
+                "postgres://u@h:5432/db",
+            ),
+            ("postgres://u:s3c%40ret@h/db", "postgres://u@h:5432/db"),
             ("sqlite:///var/lib/k.db", "sqlite:///var/lib/k.db"),
+            ("mysql://u:s3cret@h/db", "mysql://…"),
         ] {
-            assert_eq!(redact_url(url), shown);
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        for url in [
+            "postgres://u:a/s3cret@h/db",
+            "postgres://h/db?password=s3cr@t",
+            "s3cret",
+        ] {
+            assert!(
+                !redact_url(url).contains("s3cr"),
+                "{url}: {}",
+                redact_url(url)
+            );
         }
     }
 }

@@ -245,10 +245,6 @@ async fn listen_revocations(
     gauges: ListenGauges,
     shutdown: CancellationToken,
 ) {
-    // Which heartbeats are this agent's own (every node hears all of them).
-    let mut nonce = [0u8; 12];
-    state::os_random(&mut nonce);
-    let token: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let mut backoff = RELISTEN_FIRST;
     loop {
         gauges.listening.set(0);
@@ -278,15 +274,12 @@ async fn listen_revocations(
         // The listener is read in a task of its own that awaits each read to its end
         // (a read abandoned half way could lose part of a message); the task, and the
         // listener with it, is dropped when this loop gives it up.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Wakeup>, String>>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Wakeup, String>>(64);
         let reader = AbortOnDrop(tokio::spawn(async move {
             loop {
-                let batch = match w.next().await {
-                    Ok(first) => Ok(std::iter::once(first).chain(w.drain()).collect()),
-                    Err(err) => Err(err.to_string()),
-                };
-                let failed = batch.is_err();
-                if tx.send(batch).await.is_err() || failed {
+                let woke = w.next().await.map_err(|e| e.to_string());
+                let failed = woke.is_err();
+                if tx.send(woke).await.is_err() || failed {
                     return;
                 }
             }
@@ -301,33 +294,51 @@ async fn listen_revocations(
                     if heard.elapsed() > every * 3 {
                         break "no heartbeat came back".to_owned();
                     }
-                    if let Err(err) = revoker.store.heartbeat(&token).await {
+                    if let Err(err) = revoker.store.heartbeat().await {
                         tracing::warn!(%err, "announcing a heartbeat failed");
                     }
                 }
-                batch = rx.recv() => match batch {
-                    Some(Ok(wakeups)) => {
-                        let mut revoked = false;
-                        for wakeup in wakeups {
-                            match wakeup {
-                                Wakeup::Heartbeat(t) if t == token => heard = tokio::time::Instant::now(),
-                                Wakeup::Heartbeat(_) => {}
-                                Wakeup::Revocation => revoked = true,
+                woke = rx.recv() => {
+                    // Whatever arrived meanwhile too: a burst is read from the log once.
+                    let mut revoked = false;
+                    let mut next = woke;
+                    let lost = loop {
+                        match next {
+                            // Anything heard proves the connection still delivers.
+                            Some(Ok(wakeup)) => {
+                                heard = tokio::time::Instant::now();
+                                backoff = RELISTEN_FIRST;
+                                revoked |= wakeup == Wakeup::Revocation;
                             }
+                            Some(Err(err)) => break Some(err),
+                            None => break Some("the listener stopped".to_owned()),
                         }
-                        if revoked && let Err(err) = revoker.refresh().await {
-                            tracing::error!(%err, "reading revocations from the store failed");
+                        match rx.try_recv() {
+                            Ok(more) => next = Some(more),
+                            Err(_) => break None,
                         }
+                    };
+                    if revoked && let Err(err) = revoker.refresh().await {
+                        tracing::error!(%err, "reading revocations from the store failed");
                     }
-                    Some(Err(err)) => break err,
-                    None => break "the listener stopped".to_owned(),
-                },
+                    if let Some(why) = lost {
+                        break why;
+                    }
+                }
             }
         };
         drop(reader);
-        tracing::warn!(why = %lost, "revocation listener lost; listening again");
+        gauges.listening.set(0);
         gauges.relistens.inc();
-        backoff = RELISTEN_FIRST;
+        tracing::warn!(why = %lost, retry_in = ?backoff, "revocation listener lost; listening again");
+        // Not at once: a connection that dies right after LISTEN (a pooler that does
+        // not keep sessions, say) must not be retried in a hot loop. The wait grows
+        // until a listener hears something again.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RELISTEN_MAX);
     }
 }
 
