@@ -283,3 +283,60 @@ async fn a_sign_in_begun_on_one_node_finishes_on_another() {
         assert_eq!(status, 400, "a replayed answer: {body}");
     }
 }
+
+/// A store that stops answering (here: a session holding the revocation log's lock)
+/// makes the agent's reads fail within their timeout instead of hanging it, and the
+/// request path, which never waits for the store, keeps deciding.
+#[tokio::test]
+async fn a_stalled_store_neither_hangs_the_agent_nor_changes_its_decisions() {
+    let pg = Postgres::start().await;
+    let url = pg.create_database("keyward");
+    let a = Node::start(&format!("url = \"{url}\"\nrevocation_poll = \"5m\""), None).await;
+    let token = a.keyward.mint("kim", "dev", "10m", Some("dev-k1"));
+    assert_eq!(a.as_user(&token).await.status, 200);
+
+    let holder = {
+        let sql = "BEGIN; LOCK TABLE revocations IN ACCESS EXCLUSIVE MODE; \
+                   SELECT pg_sleep(13); COMMIT;";
+        let cmd = pg.psql_command("keyward", sql);
+        std::thread::spawn(move || {
+            let mut cmd = cmd;
+            cmd.output()
+        })
+    };
+    eventually(Duration::from_secs(10), "the lock is held", || async {
+        let held = pg
+            .psql(
+                "keyward",
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'revocations' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+            )
+            .ok()?;
+        (held == "1").then_some(())
+    })
+    .await;
+
+    let refresh = format!("http://{}/admin/revocations/refresh", a.keyward.ops);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let stalled = client.post(&refresh).send();
+    // Meanwhile requests are decided as before, without waiting for the store.
+    let during = a.as_user(&token).await;
+    assert_eq!(during.status, 200);
+    let stalled = stalled.await.expect("an answer, not a hang");
+    assert_eq!(stalled.status().as_u16(), 503);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(12),
+        "answered after {waited:?}"
+    );
+    eprintln!("a refresh against the stalled store failed after {waited:?}");
+
+    assert!(holder.join().unwrap().unwrap().status.success());
+    let after = client.post(&refresh).send().await.unwrap();
+    assert_eq!(after.status().as_u16(), 200);
+    assert_eq!(a.as_user(&token).await.status, 200);
+}

@@ -105,13 +105,8 @@ impl Postgres {
 
     /// Runs one statement with `psql`; its output, or its error.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-U", ROLE, "-d", database])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-c")
-            .arg(sql)
+        let out = self
+            .psql_command(database, sql)
             .output()
             .map_err(|e| format!("cannot run psql: {e}"))?;
         if out.status.success() {
@@ -119,6 +114,18 @@ impl Postgres {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// The `psql` command that runs `sql` (one transaction) in `database`.
+    pub fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-U", ROLE, "-d", database])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql);
+        cmd
     }
 
     /// The server's log so far.
