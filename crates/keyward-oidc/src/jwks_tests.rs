@@ -3,6 +3,7 @@
 //! nothing.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -15,8 +16,8 @@ use super::*;
 use crate::verify::tests::{ACCESS_TOKEN, CLIENT, NONCE, Signer};
 
 /// Serves the discovery document and, at `/jwks`, whatever `jwks` holds (503 when
-/// `None`).
-async fn provider(jwks: Arc<Mutex<Option<Value>>>) -> String {
+/// `None`), counting the JWKS requests in `fetches`.
+async fn provider(jwks: Arc<Mutex<Option<Value>>>, fetches: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let discovery = json!({
@@ -33,7 +34,7 @@ async fn provider(jwks: Arc<Mutex<Option<Value>>>) -> String {
             let Ok((mut conn, _)) = listener.accept().await else {
                 return;
             };
-            let (discovery, jwks) = (discovery.clone(), jwks.clone());
+            let (discovery, jwks, fetches) = (discovery.clone(), jwks.clone(), fetches.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut len = 0;
@@ -47,7 +48,10 @@ async fn provider(jwks: Arc<Mutex<Option<Value>>>) -> String {
                 let path = head.split_whitespace().nth(1).unwrap_or("");
                 let body = match path {
                     "/.well-known/openid-configuration" => Some(discovery.to_string()),
-                    "/jwks" => jwks.lock().unwrap().as_ref().map(Value::to_string),
+                    "/jwks" => {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        jwks.lock().unwrap().as_ref().map(Value::to_string)
+                    }
                     _ => None,
                 };
                 let reply = match body {
@@ -101,7 +105,8 @@ async fn a_withdrawn_key_stops_verifying_and_a_due_jwks_must_be_fetched() {
     const MAX_AGE: Duration = Duration::from_millis(300);
     let (old, new) = (Signer::new("k-old"), Signer::new("k-new"));
     let jwks = Arc::new(Mutex::new(keys(&[&old])));
-    let issuer = provider(jwks.clone()).await;
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let issuer = provider(jwks.clone(), fetches.clone()).await;
     let cfg: OidcConfig = serde_json::from_value(json!({
         "issuer": issuer,
         "client_id": CLIENT,
@@ -127,4 +132,13 @@ async fn a_withdrawn_key_stops_verifying_and_a_due_jwks_must_be_fetched() {
     assert!(err.contains("due to be fetched again"), "{err}");
     *jwks.lock().unwrap() = keys(&[&new]);
     verify(&p, &issuer, &new).await.unwrap();
+
+    // Many sign-ins find the cache due at once: one fetch serves them all.
+    tokio::time::sleep(MAX_AGE + Duration::from_millis(50)).await;
+    let before = fetches.load(Ordering::SeqCst);
+    let all = (0..8).map(|_| verify(&p, &issuer, &new));
+    for r in futures_util::future::join_all(all).await {
+        r.unwrap();
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst) - before, 1);
 }

@@ -111,6 +111,9 @@ struct Inner {
     jwks_url: JsonWebKeySetUrl,
     jwks: RwLock<Keys>,
     jwks_max_age: Duration,
+    /// One JWKS fetch at a time: callbacks that find the cache due together wait for
+    /// the first one's fetch instead of each making their own.
+    refetch: tokio::sync::Mutex<()>,
 }
 
 struct Keys {
@@ -238,6 +241,7 @@ impl Provider {
                 jwks_url,
                 jwks: RwLock::new(jwks),
                 jwks_max_age,
+                refetch: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -372,6 +376,15 @@ impl Provider {
                 Err(Rejected::UnknownKey) if fetched.elapsed() >= JWKS_REFRESH_MIN_INTERVAL => {}
                 Err(e) => return Err(rejected(e)),
             }
+        }
+        let _one_fetch = self.inner.refetch.lock().await;
+        let (current, current_fetched) = {
+            let keys = self.inner.jwks.read().unwrap_or_else(|e| e.into_inner());
+            (keys.set.clone(), keys.fetched)
+        };
+        if current_fetched > fetched {
+            // Fetched by another callback while this one waited: use that.
+            return verify_id_token(id_token, &current, expected).map_err(rejected);
         }
         let set = CoreJsonWebKeySet::fetch_async(&self.inner.jwks_url, &self.inner.http)
             .await
