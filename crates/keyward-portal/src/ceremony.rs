@@ -3,9 +3,8 @@
 //! use (taking it deletes it), and shared by every node on the store, so a ceremony
 //! begun on one node finishes on any other.
 
-use std::time::Duration;
-
 use std::net::IpAddr;
+use std::time::Duration;
 
 use keyward_store::{CeremonyLimits, Put, Store};
 use serde::{Deserialize, Serialize};
@@ -17,10 +16,7 @@ use webauthn_rs::prelude::{
 /// How long a started ceremony may take to finish.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
 /// How many ceremonies may wait at once (begun, neither finished nor expired) for
-/// everyone on the store. Per client (as the rate limits count them: an IPv4 address
-/// or an IPv6 /64), as many as `portal.rate_per_ip` lets one node start in
-/// [`CEREMONY_TTL`]: however many nodes share the store, one client holds no more than
-/// one node would let it. A flood is refused past them rather than filling the store.
+/// everyone on the store: a flood is refused past it rather than filling the store.
 const MAX_TOTAL: i64 = 100_000;
 
 /// Why a ceremony was not kept.
@@ -97,6 +93,9 @@ pub struct Ceremonies {
 }
 
 impl Ceremonies {
+    /// Per client (as the rate limits count them: an IPv4 address or an IPv6 /64), as
+    /// many may wait as `rate_per_ip` lets one node start in [`CEREMONY_TTL`]: however
+    /// many nodes share the store, one client holds no more than one node would let it.
     pub fn new(store: Store, rate_per_ip: u32) -> Self {
         let minutes = CEREMONY_TTL.as_secs().div_ceil(60) as i64;
         Self {

@@ -173,7 +173,7 @@ impl Store {
                 .bind(new.now)
                 .fetch_one(pool)
                 .await
-                .map(|row| user_from_row(&row))
+                .map(|row| User::from_row(&row))
         });
         match res {
             Ok(user) => Ok(Ok(user?)),
@@ -197,7 +197,7 @@ impl Store {
                 .bind(new.id)
                 .fetch_optional(pool)
                 .await?
-                .map(|row| user_from_row(&row))
+                .map(|row| User::from_row(&row))
         });
         if let Some(user) = updated {
             return user;
@@ -222,7 +222,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        self.one_user(
+        self.one(
             concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"),
             id,
         )
@@ -230,7 +230,7 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        self.one_user(
+        self.one(
             concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
             name,
         )
@@ -238,15 +238,17 @@ impl Store {
     }
 
     pub async fn user_by_handle(&self, handle: &[u8]) -> Result<Option<User>, StoreError> {
-        self.one_user(
+        self.one(
             concat!("SELECT ", user_columns!(), " FROM users WHERE handle = $1"),
             handle,
         )
         .await
     }
 
-    async fn one_user<'q, T>(&self, sql: &'static str, value: T) -> Result<Option<User>, StoreError>
+    /// The one row of `sql` (a lookup by `value`), decoded as `R`.
+    async fn one<'q, R, T>(&self, sql: &'static str, value: T) -> Result<Option<R>, StoreError>
     where
+        R: FromRow,
         T: 'q
             + Send
             + sqlx::Encode<'q, sqlx::Sqlite>
@@ -259,7 +261,7 @@ impl Store {
                 .bind(value)
                 .fetch_optional(pool)
                 .await?
-                .map(|row| user_from_row(&row))
+                .map(|row| R::from_row(&row))
                 .transpose()
         })
     }
@@ -272,7 +274,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(user_from_row)
+                .map(User::from_row)
                 .collect()
         })
     }
@@ -403,7 +405,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await;
             let device = match res {
-                Ok(row) => device_from_row(&row)?,
+                Ok(row) => Device::from_row(&row)?,
                 Err(err) if is_unique_violation(&err) => {
                     tx.rollback().await?;
                     return Ok(Err(Conflict::Credential));
@@ -417,7 +419,7 @@ impl Store {
 
     /// The device registered with this credential id.
     pub async fn device_by_credential(&self, cred_id: &[u8]) -> Result<Option<Device>, StoreError> {
-        self.one_device(
+        self.one(
             concat!(
                 "SELECT ",
                 device_columns!(),
@@ -429,7 +431,7 @@ impl Store {
     }
 
     pub async fn device(&self, device: &str) -> Result<Option<Device>, StoreError> {
-        self.one_device(
+        self.one(
             concat!(
                 "SELECT ",
                 device_columns!(),
@@ -438,29 +440,6 @@ impl Store {
             device,
         )
         .await
-    }
-
-    async fn one_device<'q, T>(
-        &self,
-        sql: &'static str,
-        value: T,
-    ) -> Result<Option<Device>, StoreError>
-    where
-        T: 'q
-            + Send
-            + sqlx::Encode<'q, sqlx::Sqlite>
-            + sqlx::Type<sqlx::Sqlite>
-            + sqlx::Encode<'q, sqlx::Postgres>
-            + sqlx::Type<sqlx::Postgres>,
-    {
-        on_pool!(self, pool => {
-            sqlx::query(sql)
-                .bind(value)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| device_from_row(&row))
-                .transpose()
-        })
     }
 
     /// A user's devices, oldest first; every device when `user_id` is `None`.
@@ -476,7 +455,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(device_from_row)
+                .map(Device::from_row)
                 .collect()
         })
     }
@@ -560,7 +539,7 @@ impl Store {
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?
-                .map(|row| device_from_row(&row))
+                .map(|row| Device::from_row(&row))
                 .transpose()
         })
     }
@@ -585,38 +564,47 @@ fn split_roles(roles: &str) -> Vec<String> {
         .collect()
 }
 
-fn user_from_row(row: &impl Field) -> Result<User, StoreError> {
-    let handle: Vec<u8> = row.field("handle")?;
-    let source: String = row.field("source")?;
-    Ok(User {
-        id: row.field("id")?,
-        handle: handle
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("users.handle is not 16 bytes".into()))?,
-        name: row.field("name")?,
-        email: row.field("email")?,
-        roles: split_roles(&row.field::<String>("roles")?),
-        source: match source.as_str() {
-            "local" => Source::Local,
-            "oidc" => Source::Oidc,
-            other => return Err(StoreError::Corrupt(format!("users.source `{other}`"))),
-        },
-        disabled: row.field::<Option<i64>>("disabled_at")?.is_some(),
-        created_at: row.field("created_at")?,
-    })
+/// A value made from a row of either backend.
+trait FromRow: Sized {
+    fn from_row(row: &impl Field) -> Result<Self, StoreError>;
 }
 
-fn device_from_row(row: &impl Field) -> Result<Device, StoreError> {
-    Ok(Device {
-        device: row.field("device")?,
-        user_id: row.field("user_id")?,
-        name: row.field("name")?,
-        aaguid: row.field("aaguid")?,
-        attested: row.field("attested")?,
-        passkey: row.field("passkey")?,
-        created_at: row.field("created_at")?,
-        last_used_at: row.field("last_used_at")?,
-    })
+impl FromRow for User {
+    fn from_row(row: &impl Field) -> Result<User, StoreError> {
+        let handle: Vec<u8> = row.field("handle")?;
+        let source: String = row.field("source")?;
+        Ok(User {
+            id: row.field("id")?,
+            handle: handle
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("users.handle is not 16 bytes".into()))?,
+            name: row.field("name")?,
+            email: row.field("email")?,
+            roles: split_roles(&row.field::<String>("roles")?),
+            source: match source.as_str() {
+                "local" => Source::Local,
+                "oidc" => Source::Oidc,
+                other => return Err(StoreError::Corrupt(format!("users.source `{other}`"))),
+            },
+            disabled: row.field::<Option<i64>>("disabled_at")?.is_some(),
+            created_at: row.field("created_at")?,
+        })
+    }
+}
+
+impl FromRow for Device {
+    fn from_row(row: &impl Field) -> Result<Device, StoreError> {
+        Ok(Device {
+            device: row.field("device")?,
+            user_id: row.field("user_id")?,
+            name: row.field("name")?,
+            aaguid: row.field("aaguid")?,
+            attested: row.field("attested")?,
+            passkey: row.field("passkey")?,
+            created_at: row.field("created_at")?,
+            last_used_at: row.field("last_used_at")?,
+        })
+    }
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

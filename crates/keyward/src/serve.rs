@@ -187,10 +187,8 @@ async fn poll_revocations(revoker: Arc<Revoker>, every: Duration, shutdown: Canc
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(err) = revoker.refresh().await {
-            // Keep the revocations already in memory; retry on the next tick.
-            tracing::error!(%err, "reading revocations from the store failed");
-        }
+        // On failure the revocations already in memory stay; retry on the next tick.
+        refresh_logged(&revoker).await;
         // Also the cache's housekeeping, and its size gauge.
         revoker.gate.cached_sessions();
         // Every ten minutes, whatever the poll interval.
@@ -237,8 +235,8 @@ const RELISTEN_MAX: Duration = Duration::from_secs(30);
 /// connection only makes revocations as late as `store.revocation_poll`, and the log is
 /// read again as soon as the listener is back (what was announced meanwhile is lost).
 /// A connection can also die without a word (a firewall's idle timeout): every
-/// `store.heartbeat` the agent announces a heartbeat to itself, and when none has come
-/// back for three periods it listens anew.
+/// `store.heartbeat` each agent announces a heartbeat to all, and an agent that has
+/// heard nothing for three periods listens anew.
 async fn listen_revocations(
     revoker: Arc<Revoker>,
     every: Duration,
@@ -247,7 +245,6 @@ async fn listen_revocations(
 ) {
     let mut backoff = RELISTEN_FIRST;
     loop {
-        gauges.listening.set(0);
         let wakeups = tokio::select! {
             () = shutdown.cancelled() => return,
             w = revoker.store.wakeups() => w,
@@ -268,9 +265,7 @@ async fn listen_revocations(
         };
         tracing::info!("listening for revocations committed by other nodes");
         gauges.listening.set(1);
-        if let Err(err) = revoker.refresh().await {
-            tracing::error!(%err, "reading revocations from the store failed");
-        }
+        refresh_logged(&revoker).await;
         // The listener is read in a task of its own that awaits each read to its end
         // (a read abandoned half way could lose part of a message); the task, and the
         // listener with it, is dropped when this loop gives it up.
@@ -292,7 +287,7 @@ async fn listen_revocations(
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     if heard.elapsed() > every * 3 {
-                        break "no heartbeat came back".to_owned();
+                        break "nothing heard, not even heartbeats".to_owned();
                     }
                     if let Err(err) = revoker.store.heartbeat().await {
                         tracing::warn!(%err, "announcing a heartbeat failed");
@@ -318,8 +313,8 @@ async fn listen_revocations(
                             Err(_) => break None,
                         }
                     };
-                    if revoked && let Err(err) = revoker.refresh().await {
-                        tracing::error!(%err, "reading revocations from the store failed");
+                    if revoked {
+                        refresh_logged(&revoker).await;
                     }
                     if let Some(why) = lost {
                         break why;
@@ -339,6 +334,14 @@ async fn listen_revocations(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(RELISTEN_MAX);
+    }
+}
+
+/// Reads new revocations from the store; a failure is logged, and what is in memory
+/// stays in force.
+async fn refresh_logged(revoker: &Revoker) {
+    if let Err(err) = revoker.refresh().await {
+        tracing::error!(%err, "reading revocations from the store failed");
     }
 }
 
