@@ -10,7 +10,8 @@ use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
 use keyward_tests::http::{Response, get};
 use keyward_tests::keyward::Keyward;
-use keyward_tests::postgres::Postgres;
+use keyward_tests::postgres::{Postgres, ROLE};
+use keyward_tests::relay::Relay;
 use keyward_tests::upstream::Upstream;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::prelude::{Url, WebauthnAuthenticator};
@@ -339,4 +340,150 @@ async fn a_stalled_store_neither_hangs_the_agent_nor_changes_its_decisions() {
     let after = client.post(&refresh).send().await.unwrap();
     assert_eq!(after.status().as_u16(), 200);
     assert_eq!(a.as_user(&token).await.status, 200);
+}
+
+/// A firewall that drops a connection's state, or a failover that moves the database,
+/// leaves the connections that were open going nowhere, and neither end is told (the
+/// kernel would give up on them after some fifteen minutes). Here every connection node
+/// B has open is silenced at once: its revocation listener, and the pool its heartbeats,
+/// reads and portal use. B must notice, listen again on a new connection, read what it
+/// missed, and keep its portal answering, in seconds.
+#[tokio::test]
+async fn store_connections_that_go_silent_are_given_up_in_seconds() {
+    let pg = Postgres::start().await;
+    let url = pg.create_database("keyward");
+    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
+    let via = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    let keys = "revocation_poll = \"5m\"\nheartbeat = \"200ms\"";
+    let a = Node::start(&format!("url = \"{url}\"\n{keys}"), None).await;
+    let b = Node::start(&format!("url = \"{via}\"\n{keys}"), Some(&a)).await;
+    b.listening(true).await;
+    a.keyward.cli_ok(&["users", "invite", "lena"]);
+    let sess = a.keyward.mint("lena", "dev", "10m", Some("dev-l1"));
+    assert_eq!(b.as_user(&sess).await.status, 200);
+    let begin = json!({ "username": "lena" });
+    let sign_in = || portal_post(b.keyward.portal, "/.keyward/login/begin", &begin, &[]);
+    assert_eq!(sign_in().await.0, 200);
+
+    let silenced = relay.silence_open();
+    assert!(silenced >= 2, "the listener and the pool: {silenced}");
+    let started = std::time::Instant::now();
+    a.keyward
+        .cli_ok(&["sessions", "revoke", "--device", "dev-l1"]);
+    // Three heartbeat periods unheard, one second's wait, a new listener, the log read.
+    eventually(
+        Duration::from_secs(15),
+        "node B applies a revocation announced on its silenced connection",
+        || async { (b.as_user(&sess).await.status == 302).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "node B refused the revoked session {:?} after its connections went silent",
+        started.elapsed()
+    );
+    assert!(b.keyward.metric(LOST).await >= 1.0);
+    b.listening(true).await;
+    assert!(relay.accepted() > silenced, "B connected anew");
+
+    // The portal's reads and writes go to new connections, not to silenced ones.
+    let started = std::time::Instant::now();
+    let (status, body, _) = sign_in().await;
+    assert_eq!(status, 200, "{body}");
+    eprintln!("a sign-in on node B began {:?} after", started.elapsed());
+    let refresh = format!("http://{}/admin/revocations/refresh", b.keyward.ops);
+    let refreshed = reqwest::Client::new().post(&refresh).send().await.unwrap();
+    assert_eq!(refreshed.status().as_u16(), 200);
+}
+
+/// Connections that go silent while queries are on them: the answers never come (here
+/// the server's own `statement_timeout` errors are lost on the way). Each operation
+/// fails within the store's bound instead of hanging its sign-in, the silent
+/// connections give their places in the pool back, and the next sign-in runs on a new
+/// connection.
+#[tokio::test]
+async fn queries_on_connections_that_go_silent_fail_within_the_bound() {
+    /// The store's pool size: every connection B may open is caught.
+    const POOL: usize = 8;
+    let pg = Postgres::start().await;
+    let url = pg.create_database("keyward");
+    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
+    let via = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    let a = Node::start(&format!("url = \"{url}\""), None).await;
+    let b = Node::start(
+        &format!("url = \"{via}\"\nrevocation_poll = \"5m\""),
+        Some(&a),
+    )
+    .await;
+    a.keyward.cli_ok(&["users", "invite", "mira"]);
+    let begin = json!({ "username": "mira" });
+    let sign_in = || portal_post(b.keyward.portal, "/.keyward/login/begin", &begin, &[]);
+    assert_eq!(sign_in().await.0, 200);
+
+    // Sign-ins whose reads of the user wait on a lock; their connections go silent.
+    let holder = {
+        let sql = "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;";
+        let mut cmd = pg.psql_command("keyward", sql);
+        std::thread::spawn(move || cmd.output())
+    };
+    eventually(Duration::from_secs(10), "the lock is held", || async {
+        let held = pg
+            .psql(
+                "keyward",
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+            )
+            .ok()?;
+        (held == "1").then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let portal = b.keyward.portal;
+    let stuck: Vec<_> = (0..POOL)
+        .map(|_| {
+            tokio::spawn(async move {
+                let begin = json!({ "username": "mira" });
+                tokio::time::timeout(
+                    Duration::from_secs(40),
+                    portal_post(portal, "/.keyward/login/begin", &begin, &[]),
+                )
+                .await
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "the sign-ins wait on the lock",
+        || async {
+            let waiting = pg
+                .psql(
+                    "keyward",
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'keyward' AND wait_event_type = 'Lock'",
+                )
+                .ok()?;
+            (waiting == POOL.to_string()).then_some(())
+        },
+    )
+    .await;
+    relay.silence_open();
+    assert!(holder.join().unwrap().unwrap().status.success());
+
+    for task in stuck {
+        let (status, body, _) = task
+            .await
+            .unwrap()
+            .expect("the sign-in answered instead of hanging");
+        assert_eq!(status, 503, "{body}");
+    }
+    let waited = started.elapsed();
+    eprintln!("sign-ins whose connections went silent failed after {waited:?}");
+    // The store's bound (15 s) and a margin; not the kernel's fifteen minutes.
+    assert!(
+        waited < Duration::from_secs(25),
+        "answered after {waited:?}"
+    );
+
+    // Had the silent connections kept their places, this would wait for one in vain.
+    let (status, body, _) = sign_in().await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -9,6 +9,7 @@ pub mod load;
 pub mod oidc;
 pub mod postgres;
 pub mod process;
+pub mod relay;
 pub mod stack;
 pub mod upstream;
 

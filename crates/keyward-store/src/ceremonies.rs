@@ -38,24 +38,24 @@ impl Store {
         const ALL: &str = "SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1";
         const INSERT: &str =
             "INSERT INTO ceremonies (id, client, body, expires_at) VALUES ($1, $2, $3, $4)";
-        on_pool!(self, pool => {
+        Ok(on_pool!(self, pool => {
             let mine: i64 = sqlx::query_scalar(MINE).bind(client).bind(now).fetch_one(pool).await?;
-            if mine >= limits.per_client {
-                return Ok(Put::ClientFull);
-            }
             let all: i64 = sqlx::query_scalar(ALL).bind(now).fetch_one(pool).await?;
-            if all >= limits.total {
-                return Ok(Put::Full);
+            if mine >= limits.per_client {
+                Put::ClientFull
+            } else if all >= limits.total {
+                Put::Full
+            } else {
+                sqlx::query(INSERT)
+                    .bind(&id[..])
+                    .bind(client)
+                    .bind(body)
+                    .bind(expires_at)
+                    .execute(pool)
+                    .await?;
+                Put::Kept
             }
-            sqlx::query(INSERT)
-                .bind(&id[..])
-                .bind(client)
-                .bind(body)
-                .bind(expires_at)
-                .execute(pool)
-                .await?;
-        });
-        Ok(Put::Kept)
+        }))
     }
 
     /// The ceremony `id`, if it has not expired at `now`, left in place.

@@ -61,13 +61,52 @@ pub enum Store {
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool: the body is
 /// written once and compiled for each (sqlx infers the database from the executor).
+/// The whole operation is bounded by [`OPERATION_TIMEOUT`]; `?` in the body ends the
+/// operation, and the macro's value is the body's.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            $crate::Store::Sqlite($pool) => $body,
-            $crate::Store::Postgres($pool) => $body,
-        }
+        $crate::bounded(async {
+            Ok::<_, $crate::StoreError>(match $store {
+                $crate::Store::Sqlite($pool) => $body,
+                $crate::Store::Postgres($pool) => $body,
+            })
+        })
+        .await?
     };
+}
+
+/// How long one store operation may take, end to end, before it fails with
+/// [`StoreError::Timeout`]: the server's `statement_timeout` and a margin. The server
+/// bounds a slow statement; this bounds a connection that died without a word (a
+/// firewall that dropped its state, a failover to another address), whose answer never
+/// comes and which the kernel gives up on only after some fifteen minutes.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a pooled connection has to answer a ping before it is closed and another
+/// made: sqlx pings a connection before lending it and after it comes back, and waits
+/// on its own without a bound.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `op`, failed with [`StoreError::Timeout`] after [`OPERATION_TIMEOUT`].
+pub(crate) async fn bounded<T>(
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, op)
+        .await
+        .map_err(|_| StoreError::Timeout(OPERATION_TIMEOUT))?
+}
+
+/// Whether a pooled connection answers a ping within [`PING_TIMEOUT`]; an error closes
+/// it at once, without the goodbye a silent connection would never carry.
+async fn answers(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
+        Ok(pinged) => pinged.map(|()| true),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the connection did not answer a ping within {PING_TIMEOUT:?}"),
+        ))),
+    }
 }
 pub(crate) use on_pool;
 
@@ -168,10 +207,16 @@ impl Store {
                 // The server ends any statement that runs this long (a lock held by a
                 // stuck writer, say) instead of letting it hang a sign-in.
                 .options([("statement_timeout", "10s")]);
-            // One connection of the pool is the revocation listener's while it runs.
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(5))
+                // sqlx's own pings wait without a bound: a connection gone silent would
+                // hold whoever acquires it for the whole acquire timeout, and its slot
+                // for as long as the kernel takes to give it up. The same pings,
+                // bounded, close it within seconds.
+                .test_before_acquire(false)
+                .before_acquire(|conn, _| Box::pin(answers(conn)))
+                .after_release(|conn, _| Box::pin(answers(conn)))
                 .connect_with(opts)
                 .await
                 .map_err(|source| StoreError::Open { url: shown, source })?;
@@ -305,7 +350,10 @@ impl Store {
 
     /// Closes connections (flushes the WAL on SQLite).
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -375,46 +375,53 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             device_columns!()
         );
-        on_pool!(self, pool => {
+        Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            if let Some(hash) = invite {
-                let taken = sqlx::query(TAKE_INVITE)
-                    .bind(new.now)
-                    .bind(&hash[..])
-                    .bind(new.user_id)
-                    .bind(new.now)
-                    .execute(&mut *tx)
-                    .await?;
-                if taken.rows_affected() != 1 {
-                    // Roll back now, not when the transaction is dropped: a dropped one
-                    // is rolled back later, and until then its locks can fail the next
-                    // query.
-                    tx.rollback().await?;
-                    return Ok(Err(Conflict::Invite));
+            let invite_taken = match invite {
+                Some(hash) => {
+                    sqlx::query(TAKE_INVITE)
+                        .bind(new.now)
+                        .bind(&hash[..])
+                        .bind(new.user_id)
+                        .bind(new.now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1
                 }
-            }
-            let res = sqlx::query(INSERT)
-                .bind(new.device)
-                .bind(new.cred_id)
-                .bind(new.user_id)
-                .bind(new.name)
-                .bind(new.aaguid)
-                .bind(new.attested)
-                .bind(new.passkey)
-                .bind(new.now)
-                .fetch_one(&mut *tx)
-                .await;
-            let device = match res {
-                Ok(row) => Device::from_row(&row)?,
-                Err(err) if is_unique_violation(&err) => {
-                    tx.rollback().await?;
-                    return Ok(Err(Conflict::Credential));
-                }
-                Err(err) => return Err(err.into()),
+                None => true,
             };
-            tx.commit().await?;
-            Ok(Ok(device))
-        })
+            if invite_taken {
+                let res = sqlx::query(INSERT)
+                    .bind(new.device)
+                    .bind(new.cred_id)
+                    .bind(new.user_id)
+                    .bind(new.name)
+                    .bind(new.aaguid)
+                    .bind(new.attested)
+                    .bind(new.passkey)
+                    .bind(new.now)
+                    .fetch_one(&mut *tx)
+                    .await;
+                match res {
+                    Ok(row) => {
+                        let device = Device::from_row(&row)?;
+                        tx.commit().await?;
+                        Ok(device)
+                    }
+                    Err(err) if is_unique_violation(&err) => {
+                        tx.rollback().await?;
+                        Err(Conflict::Credential)
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            } else {
+                // Roll back now, not when the transaction is dropped: a dropped one is
+                // rolled back later, and until then its locks can fail the next query.
+                tx.rollback().await?;
+                Err(Conflict::Invite)
+            }
+        }))
     }
 
     /// The device registered with this credential id.

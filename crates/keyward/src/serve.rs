@@ -289,8 +289,12 @@ async fn listen_revocations(
                     if heard.elapsed() > every * 3 {
                         break "nothing heard, not even heartbeats".to_owned();
                     }
-                    if let Err(err) = revoker.store.heartbeat().await {
-                        tracing::warn!(%err, "announcing a heartbeat failed");
+                    // Bounded by a period: on a store gone silent the loop must go on
+                    // to notice that nothing is heard.
+                    match tokio::time::timeout(every, revoker.store.heartbeat()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => tracing::warn!(%err, "announcing a heartbeat failed"),
+                        Err(_) => tracing::warn!(within = ?every, "announcing a heartbeat did not finish"),
                     }
                 }
                 woke = rx.recv() => {
