@@ -482,6 +482,8 @@ async fn queries_on_connections_that_go_silent_fail_within_the_bound() {
         waited < Duration::from_secs(25),
         "answered after {waited:?}"
     );
+    let failed = r#"keyward_portal_requests_total{result="error",route="/.keyward/login/begin"}"#;
+    assert_eq!(b.keyward.metric(failed).await, POOL as f64);
 
     // Had the silent connections kept their places, this would wait for one in vain.
     let (status, body, _) = sign_in().await;

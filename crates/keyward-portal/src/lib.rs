@@ -23,6 +23,7 @@ mod account;
 mod ceremony;
 mod flows;
 mod limits;
+pub mod metrics;
 mod oidc_flow;
 mod pages;
 mod returnto;
@@ -102,6 +103,8 @@ pub struct Portal {
     per_user: RateLimit,
     device_key: [u8; 32],
     oidc: Option<keyward_oidc::Provider>,
+    /// Registered by whoever serves the portal ([`Portal::metrics`]).
+    metrics: metrics::PortalMetrics,
 }
 
 impl Portal {
@@ -189,7 +192,13 @@ impl Portal {
             per_user: RateLimit::per_minute(p.rate_per_user),
             device_key,
             oidc,
+            metrics: metrics::PortalMetrics::new(),
         })
+    }
+
+    /// The portal's metrics, to register where they are served.
+    pub fn metrics(&self) -> &metrics::PortalMetrics {
+        &self.metrics
     }
 
     /// The pseudonymous device id for a credential id: a keyed hash, so the raw id
@@ -411,12 +420,19 @@ pub fn router(portal: Arc<Portal>) -> Router {
             }),
         )
         .route(JWKS_PATH, get(jwks))
-        // Ceremony bodies are a few KiB; refuse anything larger before parsing.
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .layer(axum::middleware::from_fn_with_state(
+        // Every route's requests: state-changing ones checked for their origin, then
+        // all counted (the refused ones too). Only routes change state; a path no
+        // route matches gets 404 from the router.
+        .route_layer(axum::middleware::from_fn_with_state(
             portal.clone(),
             web::check_origin,
         ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            portal.clone(),
+            metrics::observe,
+        ))
+        // Ceremony bodies are a few KiB; refuse anything larger before parsing.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(web::security_headers));
     pages.with_state(portal)
 }

@@ -654,6 +654,14 @@ async fn usernameless_sign_in_records_use_and_advances_the_counter() {
     a.refused(StatusCode::FORBIDDEN, "does not belong");
     assert!(a.cookie(SESSION_COOKIE).is_none());
     assert_eq!(h.stored_counter(&dev).await, 2);
+
+    // What an operator watching the portal sees of all that.
+    let m = h.portal.metrics();
+    assert_eq!(m.count("/.keyward/enroll/finish", "ok"), 1);
+    assert_eq!(m.count("/.keyward/login/begin", "ok"), 3);
+    assert_eq!(m.count("/.keyward/login/finish", "ok"), 2);
+    assert_eq!(m.count("/.keyward/login/finish", "rejected"), 1);
+    assert_eq!(m.count("/.keyward/login/finish", "error"), 0);
 }
 
 #[tokio::test]
@@ -887,6 +895,14 @@ async fn state_changing_requests_need_the_portal_origin() {
             assert!(a.cookie(CEREMONY_COOKIE).is_none());
         }
     }
+    // Counted as refused, by route.
+    assert_eq!(
+        h.portal
+            .metrics()
+            .count("/.keyward/enroll/begin", "rejected"),
+        4
+    );
+    assert_eq!(h.portal.metrics().count("/.keyward/enroll/begin", "ok"), 0);
     // Refused before the handler: the invite is still good.
     assert!(matches!(
         h.store
@@ -1263,6 +1279,9 @@ async fn ceremony_starts_are_rate_limited_per_client() {
     assert_eq!(a.headers.get(header::RETRY_AFTER).unwrap(), "60");
     assert!(a.error().contains("Too many attempts"), "{}", a.error());
     assert!(a.cookie(CEREMONY_COOKIE).is_none());
+    let m = h.portal.metrics();
+    assert_eq!(m.count("/.keyward/login/begin", "ok"), 3);
+    assert_eq!(m.count("/.keyward/login/begin", "rate_limited"), 1);
 
     // The IdP round trip spends the same budget (each start stores a ceremony).
     h.get("/.keyward/oidc/start?rd=/", &[])

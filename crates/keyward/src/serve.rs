@@ -99,6 +99,10 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     let portal = Portal::new(&cfg, gate.clone(), revoker.clone())
         .await
         .context("starting the portal")?;
+    portal
+        .metrics()
+        .register(&registry)
+        .context("registering metrics")?;
     let (portal_addr, portal) = keyward_ops::bind(
         cfg.portal.listen,
         keyward_portal::router(Arc::new(portal)),
