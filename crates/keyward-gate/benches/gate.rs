@@ -89,6 +89,23 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same hit with the cache full: as many other sessions as it holds were
+    // decided before (and a fifth more, so inserts have evicted), as in a busy node.
+    let full = gate(100_000);
+    for i in 1..=120_000 {
+        full.decide(&request(&token(&full, i, NOW)), NOW);
+    }
+    let hit_full = request(&token(&full, 0, NOW));
+    for _ in 0..8 {
+        full.decide(&hit_full, NOW);
+    }
+    c.bench_function("decide+actions/cache_hit_full_cache", |b| {
+        b.iter(|| {
+            let out = full.decide(black_box(&hit_full), NOW);
+            black_box(full.actions(&hit_full, &out, NOW))
+        })
+    });
+
     // Misses: more distinct tokens than the cache holds, visited in turn.
     let small = gate(16);
     let misses: Vec<AccessRequest> = (0..4096).map(|i| request(&token(&small, i, NOW))).collect();
