@@ -589,3 +589,58 @@ fn several_session_cookies_must_agree_on_the_user() {
         Reason::Invalid
     );
 }
+
+/// A route that gives its upstream an assertion gets no identity without one: when
+/// signing fails (here an assertion lifetime the config would have refused), the
+/// request is refused with `error` and no identity variable is set. The same session
+/// on a route without an assertion is still allowed.
+#[test]
+fn an_allowed_request_whose_assertion_cannot_be_signed_is_refused() {
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"plain\"\nhosts = [\"plain.test\"]\naccess = \"authenticated\"\nassertion = false\n"
+    );
+    let cfg = GateConfig {
+        cookie_name: "kw".into(),
+        leeway: 30,
+        max_lifetime: 12 * 3600,
+        login_url: "https://auth.test/.keyward/login".into(),
+        assertion: Some(AssertionConfig {
+            issuer: "https://auth.test".into(),
+            ttl_secs: 0,
+        }),
+        cache_capacity: 1000,
+    };
+    let registry = prometheus::Registry::new();
+    let metrics = GateMetrics::register(&registry).unwrap();
+    let g = Gate::new(
+        cfg,
+        Policy::from_toml(&policy).unwrap(),
+        Keys::new(ring(9)),
+        metrics,
+    );
+    let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();
+    let r = req("/x", Some(&t));
+    let out = g.decide(&r, NOW);
+    assert_eq!(out.verdict.decision, Decision::Allow, "the policy allows");
+    let a = g.actions(&r, &out, NOW);
+    assert_eq!(text(&a, "decision").as_deref(), Some("deny"));
+    assert_eq!(text(&a, "reason").as_deref(), Some("error"));
+    for name in [
+        "user",
+        "email",
+        "roles",
+        "device",
+        "session",
+        "assertion",
+        "cookie",
+    ] {
+        assert_eq!(a.get(name), None, "{name} set on a refused request");
+    }
+
+    let mut plain = req("/x", Some(&t));
+    plain.host = "plain.test".into();
+    let a = g.actions(&plain, &g.decide(&plain, NOW), NOW);
+    assert_eq!(text(&a, "decision").as_deref(), Some("allow"));
+    assert_eq!(text(&a, "user").as_deref(), Some("bob"));
+    assert_eq!(a.get("assertion"), None);
+}
