@@ -489,3 +489,43 @@ async fn queries_on_connections_that_go_silent_fail_within_the_bound() {
     let (status, body, _) = sign_in().await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// `store.revocations_max_age`: a node that cannot read the revocation log for longer
+/// than that refuses sessions (403) instead of honouring ones that may have been
+/// revoked elsewhere; public routes stay up; once it reads the log again, sessions
+/// pass again.
+#[tokio::test]
+async fn a_node_cut_off_from_the_log_for_too_long_refuses_sessions() {
+    let mut pg = Postgres::start().await;
+    let url = pg.create_database("keyward");
+    let a = Node::start(
+        &format!("url = \"{url}\"\nrevocation_poll = \"500ms\"\nrevocations_max_age = \"2s\""),
+        None,
+    )
+    .await;
+    let token = a.keyward.mint("nina", "dev", "10m", Some("dev-n1"));
+    assert_eq!(a.as_user(&token).await.status, 200);
+
+    pg.kill();
+    let cut = std::time::Instant::now();
+    eventually(Duration::from_secs(10), "sessions refused", || async {
+        (a.as_user(&token).await.status == 403).then_some(())
+    })
+    .await;
+    eprintln!(
+        "sessions refused {:?} after the store went away",
+        cut.elapsed()
+    );
+    let health = get(a.haproxy.addr, "/healthz", &[("Host", "app.test")])
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200, "a public route stays public");
+    let denied = r#"keyward_decisions_total{decision="deny",reason="error"}"#;
+    assert!(a.keyward.metric(denied).await >= 1.0);
+
+    pg.restart().await;
+    eventually(Duration::from_secs(20), "sessions pass again", || async {
+        (a.as_user(&token).await.status == 200).then_some(())
+    })
+    .await;
+}

@@ -228,6 +228,13 @@ pub struct StoreConfig {
     /// anew.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// The oldest the agent's copy of the revocation log may get (since its last
+    /// successful read) and sessions still be honoured. Past it, an agent cut off from
+    /// its store cannot know what was revoked elsewhere, and refuses sessions (deny,
+    /// reason `error`) until it reads the log again; public routes stay public. Unset:
+    /// the agent keeps deciding with the revocations it holds, however old.
+    #[serde(with = "humantime_serde")]
+    pub revocations_max_age: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -236,6 +243,7 @@ impl Default for StoreConfig {
             url: "sqlite:///var/lib/keyward/keyward.db".into(),
             revocation_poll: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
+            revocations_max_age: None,
         }
     }
 }
@@ -629,6 +637,16 @@ impl Config {
             return Err(invalid(
                 "store.heartbeat",
                 "must be between \"100ms\" and \"5m\" (default \"10s\")",
+            ));
+        }
+        // Reads every poll: a bound of fewer than three polls would refuse sessions
+        // whenever one read is late.
+        if let Some(max) = self.store.revocations_max_age
+            && (max < self.store.revocation_poll * 3 || max < Duration::from_secs(1))
+        {
+            return Err(invalid(
+                "store.revocations_max_age",
+                "must be at least three `store.revocation_poll` periods, and at least \"1s\"",
             ));
         }
         Ok(())

@@ -208,6 +208,14 @@ fn unsafe_state_and_lifetimes_are_refused() {
             "store.revocation_poll",
         ),
         ("[store]\nheartbeat = \"10ms\"", "store.heartbeat"),
+        (
+            "[store]\nrevocation_poll = \"1m\"\nrevocations_max_age = \"2m\"",
+            "store.revocations_max_age",
+        ),
+        (
+            "[store]\nrevocations_max_age = \"500ms\"",
+            "store.revocations_max_age",
+        ),
         ("[session]\nmax_lifetime = \"31d\"", "session.max_lifetime"),
         (
             "[session]\nmax_lifetime = \"500000000y\"",
@@ -221,6 +229,9 @@ fn unsafe_state_and_lifetimes_are_refused() {
         load("version = 1\n[session]\nmax_lifetime = \"30d\"\n[store]\nrevocation_poll = \"5m\"")
             .unwrap();
     assert_eq!(c.session_horizon_secs(), 30 * 86_400 + 60);
+    assert_eq!(c.store.revocations_max_age, None);
+    let c = load("version = 1\n[store]\nrevocations_max_age = \"5m\"").unwrap();
+    assert_eq!(c.store.revocations_max_age, Some(Duration::from_secs(300)));
     for url in [
         "postgres://kw@db.internal/kw",
         "postgresql://kw@[::1]:5432/kw?sslmode=verify-full",

@@ -43,6 +43,7 @@ fn gate(cache_capacity: u64) -> Gate {
             ttl_secs: 300,
         }),
         cache_capacity,
+        revocations_max_age: None,
     };
     let metrics = GateMetrics::register(&prometheus::Registry::new()).expect("metrics");
     Gate::new(cfg, policy, Keys::new(ring), metrics)

@@ -13,6 +13,7 @@ pub mod request;
 pub mod vars;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -44,6 +45,9 @@ pub struct GateConfig {
     /// `None`: no upstream assertion.
     pub assertion: Option<AssertionConfig>,
     pub cache_capacity: u64,
+    /// `store.revocations_max_age` (seconds): past it since the revocation log was last
+    /// read, sessions are refused. `None`: revocations of any age are trusted.
+    pub revocations_max_age: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +128,8 @@ pub struct Gate {
     policy: ArcSwap<Policy>,
     keys: ArcSwap<Keys>,
     revocations: ArcSwap<Revocations>,
+    /// When the store's revocations were last read (unix seconds; 0: never).
+    revocations_read_at: AtomicI64,
     sessions: Sessions,
     metrics: GateMetrics,
 }
@@ -138,6 +144,7 @@ impl Gate {
             policy: ArcSwap::from_pointee(policy),
             keys: ArcSwap::from_pointee(keys),
             revocations: ArcSwap::from_pointee(Revocations::default()),
+            revocations_read_at: AtomicI64::new(0),
             metrics,
         }
     }
@@ -178,9 +185,22 @@ impl Gate {
         self.revocations.store(Arc::new(revocations));
     }
 
-    /// Records that the store's revocations were read at `now` (unix seconds).
+    /// Records that the store's revocations were read at `now` (unix seconds), after
+    /// what was read was applied with [`Gate::set_revocations`].
     pub fn revocations_read(&self, now: i64) {
-        self.metrics.revocations_read.set(now);
+        let newest = self
+            .revocations_read_at
+            .fetch_max(now, Ordering::AcqRel)
+            .max(now);
+        self.metrics.revocations_read.set(newest);
+    }
+
+    /// Whether the revocations in hand are too old to trust sessions by at `now`
+    /// (`store.revocations_max_age`).
+    fn revocations_too_old(&self, now: i64) -> bool {
+        self.cfg.revocations_max_age.is_some_and(|max| {
+            now.saturating_sub(self.revocations_read_at.load(Ordering::Acquire)) > max
+        })
     }
 
     /// Sessions in the cache (after pending evictions ran).
@@ -198,7 +218,7 @@ impl Gate {
             req.authorization.as_deref(),
             &self.cfg.cookie_name,
         );
-        let found = match found {
+        let mut found = match found {
             None => Found::None,
             Some(c) if c.repeated => match &req.cookie {
                 Some(header) => self.one_of_repeated(header, now),
@@ -225,7 +245,28 @@ impl Gate {
             src: req.src,
         };
         let verdict = if request::valid_host(&req.host_header) {
-            self.policy.load().evaluate(&facts, state, now)
+            let policy = self.policy.load();
+            let verdict = policy.evaluate(&facts, state, now);
+            if matches!(found, Found::Valid(_)) && self.revocations_too_old(now) {
+                // Cut off from the revocation log: whether this session was revoked
+                // elsewhere is unknown. It yields no identity; a route that needs one
+                // is refused (not sent to sign in, where a new session would be no
+                // better), a public one stays public.
+                found = Found::None;
+                let anonymous = policy.evaluate(&facts, SessionState::None, now);
+                if anonymous.decision == Decision::Allow {
+                    anonymous
+                } else {
+                    Verdict {
+                        decision: Decision::Deny,
+                        reason: Reason::Error,
+                        rule: verdict.rule,
+                        assertion: false,
+                    }
+                }
+            } else {
+                verdict
+            }
         } else {
             Verdict {
                 decision: Decision::Deny,

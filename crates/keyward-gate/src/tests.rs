@@ -67,6 +67,7 @@ fn gate_with(ring: KeyRing) -> Gate {
             ttl_secs: 300,
         }),
         cache_capacity: 1000,
+        revocations_max_age: None,
     };
     let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
     Gate::new(
@@ -609,6 +610,7 @@ fn an_allowed_request_whose_assertion_cannot_be_signed_is_refused() {
             ttl_secs: 0,
         }),
         cache_capacity: 1000,
+        revocations_max_age: None,
     };
     let registry = prometheus::Registry::new();
     let metrics = GateMetrics::register(&registry).unwrap();
@@ -643,4 +645,82 @@ fn an_allowed_request_whose_assertion_cannot_be_signed_is_refused() {
     assert_eq!(text(&a, "decision").as_deref(), Some("allow"));
     assert_eq!(text(&a, "user").as_deref(), Some("bob"));
     assert_eq!(a.get("assertion"), None);
+}
+
+/// `store.revocations_max_age`: an agent whose copy of the revocation log is older than
+/// that refuses sessions (it cannot know what was revoked elsewhere), with no identity,
+/// and without sending anyone to sign in; public routes stay public. A read makes the
+/// copy fresh again.
+#[test]
+fn sessions_are_refused_while_the_revocation_log_is_too_old() {
+    let cfg = GateConfig {
+        cookie_name: "kw".into(),
+        leeway: 30,
+        max_lifetime: 12 * 3600,
+        login_url: "https://auth.test/.keyward/login".into(),
+        assertion: None,
+        cache_capacity: 1000,
+        revocations_max_age: Some(60),
+    };
+    let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
+    let g = Gate::new(
+        cfg,
+        Policy::from_toml(POLICY).unwrap(),
+        Keys::new(ring(10)),
+        metrics,
+    );
+    let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();
+    // Never read: nothing to trust yet.
+    assert_eq!(
+        verdict(&g, "/x", Some(&t), NOW),
+        (Decision::Deny, Reason::Error)
+    );
+
+    g.revocations_read(NOW);
+    assert_eq!(
+        verdict(&g, "/x", Some(&t), NOW + 60),
+        (Decision::Allow, Reason::Ok)
+    );
+    let r = req("/x", Some(&t));
+    let out = g.decide(&r, NOW + 61);
+    assert_eq!(
+        (out.verdict.decision, out.verdict.reason),
+        (Decision::Deny, Reason::Error)
+    );
+    assert!(
+        out.session.is_none(),
+        "no identity from an unchecked session"
+    );
+    let a = g.actions(&r, &out, NOW + 61);
+    assert_eq!(text(&a, "decision").as_deref(), Some("deny"));
+    assert_eq!(a.get("user"), None);
+    assert_eq!(a.get("login_url"), None);
+    // A public route is as public as ever, without identity.
+    let r = req("/healthz", Some(&t));
+    let out = g.decide(&r, NOW + 61);
+    assert_eq!(out.verdict.decision, Decision::Allow);
+    assert!(out.session.is_none());
+    // No session at all: sent to sign in as always.
+    assert_eq!(
+        verdict(&g, "/x", None, NOW + 61),
+        (Decision::Login, Reason::NoSession)
+    );
+    // An older read arriving late does not move the time back.
+    g.revocations_read(NOW + 100);
+    g.revocations_read(NOW + 50);
+    assert_eq!(
+        verdict(&g, "/x", Some(&t), NOW + 160),
+        (Decision::Allow, Reason::Ok)
+    );
+    // A revoked session is refused as revoked, whatever the age.
+    let mut revs = Revocations::default();
+    revs.apply(&[Revocation {
+        id: 1,
+        kind: Kind::User,
+        subject: "bob".into(),
+        at: NOW,
+        until: NOW + 7200,
+    }]);
+    g.set_revocations(revs);
+    assert_eq!(verdict(&g, "/x", Some(&t), NOW + 160).1, Reason::Revoked);
 }

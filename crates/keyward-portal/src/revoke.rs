@@ -45,14 +45,15 @@ impl Revoker {
         )
         .await
         .map_err(|_| StoreError::Timeout(READ_TIMEOUT))??;
-        self.gate.revocations_read(now);
-        if new.is_empty() {
-            return Ok(0);
+        // What was read is in force before the read counts as fresh
+        // (`store.revocations_max_age`).
+        if !new.is_empty() {
+            let mut next = (*current).clone();
+            next.apply(&new);
+            next.forget_before(now - self.horizon);
+            self.gate.set_revocations(next);
         }
-        let mut next = (*current).clone();
-        next.apply(&new);
-        next.forget_before(now - self.horizon);
-        self.gate.set_revocations(next);
+        self.gate.revocations_read(now);
         Ok(new.len())
     }
 

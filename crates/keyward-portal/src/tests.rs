@@ -156,6 +156,7 @@ impl Harness {
                 login_url: cfg.portal.login_url.clone(),
                 assertion: None,
                 cache_capacity: 1000,
+                revocations_max_age: None,
             },
             keyward_policy::Policy::empty(),
             Keys::new(ring),

@@ -42,5 +42,6 @@ pub fn gate_config(cfg: &Config) -> GateConfig {
             ttl_secs: cfg.assertion.ttl.as_secs() as i64,
         }),
         cache_capacity: cfg.session.cache_capacity,
+        revocations_max_age: cfg.store.revocations_max_age.map(|d| d.as_secs() as i64),
     }
 }

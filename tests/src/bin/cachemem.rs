@@ -68,6 +68,7 @@ fn main() {
                 ttl_secs: 300,
             }),
             cache_capacity: capacity,
+            revocations_max_age: None,
         };
         let metrics = GateMetrics::register(&prometheus::Registry::new()).expect("metrics");
         let policy = Policy::from_toml("[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n")
