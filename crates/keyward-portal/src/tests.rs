@@ -879,8 +879,12 @@ async fn state_changing_requests_need_the_portal_origin() {
     ] {
         for path in [
             "/.keyward/enroll/begin",
+            "/.keyward/enroll/finish",
             "/.keyward/login/begin",
+            "/.keyward/login/finish",
             "/.keyward/logout",
+            "/.keyward/logout-all",
+            "/.keyward/devices/rename",
             "/.keyward/devices/revoke",
         ] {
             let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");

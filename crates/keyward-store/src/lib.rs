@@ -75,11 +75,14 @@ macro_rules! on_pool {
     };
 }
 
-/// How long one store operation may take, end to end, before it fails with
-/// [`StoreError::Timeout`]: the server's `statement_timeout` and a margin. The server
-/// bounds a slow statement; this bounds a connection that died without a word (a
-/// firewall that dropped its state, a failover to another address), whose answer never
-/// comes and which the kernel gives up on only after some fifteen minutes.
+/// How long one store operation may take, end to end (acquiring a connection and every
+/// statement), before it fails with [`StoreError::Timeout`]. The server bounds each
+/// slow statement (`statement_timeout`); this bounds a connection that died without a
+/// word (a firewall that dropped its state, a failover to another address), whose
+/// answer never comes and which the kernel gives up on only after some fifteen minutes.
+/// An operation cut off while its COMMIT was on the way may have committed: every
+/// operation is safe to retry (a revocation made twice is one revocation; an enrollment
+/// whose invite was used says so).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a pooled connection has to answer a ping before it is closed and another
@@ -210,10 +213,13 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(5))
-                // sqlx's own pings wait without a bound: a connection gone silent would
-                // hold whoever acquires it for the whole acquire timeout, and its slot
-                // for as long as the kernel takes to give it up. The same pings,
-                // bounded, close it within seconds.
+                // sqlx's own pings wait without a bound. Before lending, a silent
+                // connection would use up the whole acquire timeout (and the acquire
+                // fail); after return, it would keep its slot for as long as the kernel
+                // takes to give it up. Bounded pings close it within seconds, and the
+                // acquire goes on with a new connection. (sqlx still pings once more,
+                // unbounded, after a release that answered ours: one more round trip
+                // per operation, and a window of one round trip.)
                 .test_before_acquire(false)
                 .before_acquire(|conn, _| Box::pin(answers(conn)))
                 .after_release(|conn, _| Box::pin(answers(conn)))

@@ -295,10 +295,14 @@ async fn listen_revocations(
                     }
                     // Bounded by a period: on a store gone silent the loop must go on
                     // to notice that nothing is heard.
-                    match tokio::time::timeout(every, revoker.store.heartbeat()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => tracing::warn!(%err, "announcing a heartbeat failed"),
-                        Err(_) => tracing::warn!(within = ?every, "announcing a heartbeat did not finish"),
+                    let beat = tokio::time::timeout(every, revoker.store.heartbeat());
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        beat = beat => match beat {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => tracing::warn!(%err, "announcing a heartbeat failed"),
+                            Err(_) => tracing::warn!(within = ?every, "announcing a heartbeat did not finish"),
+                        },
                     }
                 }
                 woke = rx.recv() => {
