@@ -566,3 +566,38 @@ async fn idle_connections_that_went_silent_are_replaced_when_next_needed() {
     );
     assert!(relay.accepted() > 0);
 }
+
+/// The server ends the listening connections (an administrator's
+/// `pg_terminate_backend`, a restart of a pooler in front): each agent is told, listens
+/// again on a new connection, and reads what it missed, long before its next poll.
+#[tokio::test]
+async fn listeners_ended_by_the_server_listen_again_and_catch_up() {
+    let pg = Postgres::start().await;
+    let url = pg.create_database("keyward");
+    let store = format!("url = \"{url}\"\nrevocation_poll = \"5m\"");
+    let a = Node::start(&store, None).await;
+    let b = Node::start(&store, Some(&a)).await;
+    b.listening(true).await;
+    let token = a.keyward.mint("pia", "dev", "10m", Some("dev-p1"));
+    assert_eq!(b.as_user(&token).await.status, 200);
+
+    let ended = pg
+        .psql(
+            "keyward",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'keyward' AND query ILIKE 'LISTEN%'",
+        )
+        .unwrap();
+    assert_eq!(ended, "2", "one listener per node");
+    // Revoked while B is between listeners: the announcement is lost, the log is not.
+    a.keyward
+        .cli_ok(&["sessions", "revoke", "--device", "dev-p1"]);
+    eventually(
+        Duration::from_secs(10),
+        "node B catches up once it listens again",
+        || async { (b.as_user(&token).await.status == 302).then_some(()) },
+    )
+    .await;
+    assert!(b.keyward.metric(LOST).await >= 1.0);
+    b.listening(true).await;
+}
