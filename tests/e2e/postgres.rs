@@ -207,6 +207,43 @@ fn cookie<'a>(set: &'a [String], name: &str) -> &'a String {
         .unwrap_or_else(|| panic!("no {name} cookie in {set:?}"))
 }
 
+/// Begins the sign-in of `user` (by name) on a portal.
+async fn begin_sign_in(portal: SocketAddr, user: &str) -> (u16, Value, Vec<String>) {
+    let body = json!({ "username": user });
+    portal_post(portal, "/.keyward/login/begin", &body, &[]).await
+}
+
+/// A relay to `pg`, and the URL of the database `keyward` through it.
+async fn relayed(pg: &Postgres) -> (Relay, String) {
+    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
+    let url = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    (relay, url)
+}
+
+/// Holds an exclusive lock on `table` for `seconds`, from a session named `holder`
+/// (`pg_terminate_backend` ends it sooner); returns once the lock is granted.
+async fn hold_lock(
+    pg: &Postgres,
+    table: &str,
+    seconds: u32,
+) -> std::thread::JoinHandle<std::io::Result<std::process::Output>> {
+    let sql = format!(
+        "SET application_name = 'holder'; BEGIN; \
+         LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"
+    );
+    let mut cmd = pg.psql_command("keyward", &sql);
+    let holder = std::thread::spawn(move || cmd.output());
+    let granted = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+    );
+    eventually(Duration::from_secs(10), "the lock is held", || async {
+        (pg.psql("keyward", &granted).ok()? == "1").then_some(())
+    })
+    .await;
+    holder
+}
+
 /// Enrollment begun on one node and finished on another, sign-in the other way round,
 /// and the same answer replayed on both: what lets a browser reach any node.
 #[tokio::test]
@@ -245,13 +282,7 @@ async fn a_sign_in_begun_on_one_node_finishes_on_another() {
     .await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, options, set) = portal_post(
-        b.keyward.portal,
-        "/.keyward/login/begin",
-        &json!({ "username": "judy" }),
-        &[],
-    )
-    .await;
+    let (status, options, set) = begin_sign_in(b.keyward.portal, "judy").await;
     assert_eq!(status, 200, "{options}");
     let ceremony = cookie(&set, "keyward_ceremony").clone();
     let answer = serde_json::to_value(
@@ -296,26 +327,7 @@ async fn a_stalled_store_neither_hangs_the_agent_nor_changes_its_decisions() {
     let token = a.keyward.mint("kim", "dev", "10m", Some("dev-k1"));
     assert_eq!(a.as_user(&token).await.status, 200);
 
-    let holder = {
-        let sql = "BEGIN; LOCK TABLE revocations IN ACCESS EXCLUSIVE MODE; \
-                   SELECT pg_sleep(13); COMMIT;";
-        let cmd = pg.psql_command("keyward", sql);
-        std::thread::spawn(move || {
-            let mut cmd = cmd;
-            cmd.output()
-        })
-    };
-    eventually(Duration::from_secs(10), "the lock is held", || async {
-        let held = pg
-            .psql(
-                "keyward",
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE c.relname = 'revocations' AND l.mode = 'AccessExclusiveLock' AND l.granted",
-            )
-            .ok()?;
-        (held == "1").then_some(())
-    })
-    .await;
+    let holder = hold_lock(&pg, "revocations", 13).await;
 
     let refresh = format!("http://{}/admin/revocations/refresh", a.keyward.ops);
     let client = reqwest::Client::builder()
@@ -352,8 +364,7 @@ async fn a_stalled_store_neither_hangs_the_agent_nor_changes_its_decisions() {
 async fn store_connections_that_go_silent_are_given_up_in_seconds() {
     let pg = Postgres::start().await;
     let url = pg.create_database("keyward");
-    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
-    let via = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    let (relay, via) = relayed(&pg).await;
     let keys = "revocation_poll = \"5m\"\nheartbeat = \"200ms\"";
     let a = Node::start(&format!("url = \"{url}\"\n{keys}"), None).await;
     let b = Node::start(&format!("url = \"{via}\"\n{keys}"), Some(&a)).await;
@@ -361,8 +372,7 @@ async fn store_connections_that_go_silent_are_given_up_in_seconds() {
     a.keyward.cli_ok(&["users", "invite", "lena"]);
     let sess = a.keyward.mint("lena", "dev", "10m", Some("dev-l1"));
     assert_eq!(b.as_user(&sess).await.status, 200);
-    let begin = json!({ "username": "lena" });
-    let sign_in = || portal_post(b.keyward.portal, "/.keyward/login/begin", &begin, &[]);
+    let sign_in = || begin_sign_in(b.keyward.portal, "lena");
     assert_eq!(sign_in().await.0, 200);
 
     let silenced = relay.silence_open();
@@ -407,8 +417,7 @@ async fn queries_on_connections_that_go_silent_fail_within_the_bound() {
     const POOL: usize = 8;
     let pg = Postgres::start().await;
     let url = pg.create_database("keyward");
-    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
-    let via = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    let (relay, via) = relayed(&pg).await;
     let a = Node::start(&format!("url = \"{url}\""), None).await;
     let b = Node::start(
         &format!("url = \"{via}\"\nrevocation_poll = \"5m\""),
@@ -417,40 +426,19 @@ async fn queries_on_connections_that_go_silent_fail_within_the_bound() {
     .await;
     a.keyward.cli_ok(&["users", "invite", "mira"]);
     // Nine sign-ins in all, within the portal's ten per user and client a minute.
-    let begin = json!({ "username": "mira" });
-    let sign_in = || portal_post(b.keyward.portal, "/.keyward/login/begin", &begin, &[]);
+    let sign_in = || begin_sign_in(b.keyward.portal, "mira");
 
     // Sign-ins whose reads of the user wait on a lock; their connections go silent. The
     // lock is held until the test ends it, after the silence.
-    let holder = {
-        let sql = "SET application_name = 'holder'; BEGIN; \
-                   LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;";
-        let mut cmd = pg.psql_command("keyward", sql);
-        std::thread::spawn(move || cmd.output())
-    };
-    eventually(Duration::from_secs(10), "the lock is held", || async {
-        let held = pg
-            .psql(
-                "keyward",
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted",
-            )
-            .ok()?;
-        (held == "1").then_some(())
-    })
-    .await;
+    let holder = hold_lock(&pg, "users", 60).await;
     let started = std::time::Instant::now();
     let portal = b.keyward.portal;
     let stuck: Vec<_> = (0..POOL)
         .map(|_| {
-            tokio::spawn(async move {
-                let begin = json!({ "username": "mira" });
-                tokio::time::timeout(
-                    Duration::from_secs(40),
-                    portal_post(portal, "/.keyward/login/begin", &begin, &[]),
-                )
-                .await
-            })
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(40),
+                begin_sign_in(portal, "mira"),
+            ))
         })
         .collect();
     eventually(
@@ -545,18 +533,16 @@ async fn a_node_cut_off_from_the_log_for_too_long_refuses_sessions() {
 async fn idle_connections_that_went_silent_are_replaced_when_next_needed() {
     let pg = Postgres::start().await;
     let url = pg.create_database("keyward");
-    let relay = Relay::start(keyward_tests::loopback(pg.port)).await;
-    let via = format!("postgres://{ROLE}@{}/keyward", relay.addr);
+    let (relay, via) = relayed(&pg).await;
     let a = Node::start(&format!("url = \"{url}\""), None).await;
     // No heartbeat or poll in the test's time: nothing but the sign-in uses the pool.
     let quiet = "revocation_poll = \"5m\"\nheartbeat = \"5m\"";
     let b = Node::start(&format!("url = \"{via}\"\n{quiet}"), Some(&a)).await;
     a.keyward.cli_ok(&["users", "invite", "omar"]);
-    let begin = json!({ "username": "omar" });
-    let sign_in = || portal_post(b.keyward.portal, "/.keyward/login/begin", &begin, &[]);
+    let sign_in = || begin_sign_in(b.keyward.portal, "omar");
     assert_eq!(sign_in().await.0, 200);
 
-    relay.silence_open();
+    let silenced = relay.silence_open();
     let started = std::time::Instant::now();
     let (status, body, _) = sign_in().await;
     assert_eq!(status, 200, "{body}");
@@ -564,7 +550,7 @@ async fn idle_connections_that_went_silent_are_replaced_when_next_needed() {
         "a sign-in over silent idle connections succeeded after {:?}",
         started.elapsed()
     );
-    assert!(relay.accepted() > 0);
+    assert!(relay.accepted() > silenced, "on a new connection");
 }
 
 /// The server ends the listening connections (an administrator's

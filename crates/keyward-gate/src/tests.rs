@@ -56,8 +56,9 @@ fn ring(seed: u8) -> KeyRing {
     KeyRing::generate(NOW - 100, &mut rng(seed)).unwrap()
 }
 
-fn gate_with(ring: KeyRing) -> Gate {
-    let cfg = GateConfig {
+/// The tests' gate config: assertions on, five minutes each.
+fn config() -> GateConfig {
+    GateConfig {
         cookie_name: "kw".into(),
         leeway: 30,
         max_lifetime: 12 * 3600,
@@ -68,14 +69,21 @@ fn gate_with(ring: KeyRing) -> Gate {
         }),
         cache_capacity: 1000,
         revocations_max_age: None,
-    };
+    }
+}
+
+fn gate(cfg: GateConfig, policy: &str, ring: KeyRing) -> Gate {
     let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
     Gate::new(
         cfg,
-        Policy::from_toml(POLICY).unwrap(),
+        Policy::from_toml(policy).unwrap(),
         Keys::new(ring),
         metrics,
     )
+}
+
+fn gate_with(ring: KeyRing) -> Gate {
+    gate(config(), POLICY, ring)
 }
 
 fn claims(sub: &str, roles: &[&str]) -> Claims {
@@ -601,25 +609,13 @@ fn an_allowed_request_whose_assertion_cannot_be_signed_is_refused() {
         "{POLICY}\n[[rule]]\nname = \"plain\"\nhosts = [\"plain.test\"]\naccess = \"authenticated\"\nassertion = false\n"
     );
     let cfg = GateConfig {
-        cookie_name: "kw".into(),
-        leeway: 30,
-        max_lifetime: 12 * 3600,
-        login_url: "https://auth.test/.keyward/login".into(),
         assertion: Some(AssertionConfig {
             issuer: "https://auth.test".into(),
             ttl_secs: 0,
         }),
-        cache_capacity: 1000,
-        revocations_max_age: None,
+        ..config()
     };
-    let registry = prometheus::Registry::new();
-    let metrics = GateMetrics::register(&registry).unwrap();
-    let g = Gate::new(
-        cfg,
-        Policy::from_toml(&policy).unwrap(),
-        Keys::new(ring(9)),
-        metrics,
-    );
+    let g = gate(cfg, &policy, ring(9));
     let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();
     let r = req("/x", Some(&t));
     let out = g.decide(&r, NOW);
@@ -654,21 +650,11 @@ fn an_allowed_request_whose_assertion_cannot_be_signed_is_refused() {
 #[test]
 fn sessions_are_refused_while_the_revocation_log_is_too_old() {
     let cfg = GateConfig {
-        cookie_name: "kw".into(),
-        leeway: 30,
-        max_lifetime: 12 * 3600,
-        login_url: "https://auth.test/.keyward/login".into(),
         assertion: None,
-        cache_capacity: 1000,
         revocations_max_age: Some(60),
+        ..config()
     };
-    let metrics = GateMetrics::register(&prometheus::Registry::new()).unwrap();
-    let g = Gate::new(
-        cfg,
-        Policy::from_toml(POLICY).unwrap(),
-        Keys::new(ring(10)),
-        metrics,
-    );
+    let g = gate(cfg, POLICY, ring(10));
     let t = token::seal(&claims("bob", &["dev"]), &g.keys().ring).unwrap();
     // Never read: nothing to trust yet.
     assert_eq!(
