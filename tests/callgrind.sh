@@ -98,7 +98,7 @@ haproxy_cost() {
   local counts=()
   for n in 1000 3000; do
     local p; p=$(port)
-    KEYWARD_HTTP_BIND="127.0.0.1:$p" KEYWARD_SPOE_CONF="$dir/spoe.conf" KEYWARD_SPOA="$spoa" \
+    KEYWARD_HTTP_BIND="127.0.0.1:$p" KEYWARD_HAPROXY_API="$dir/api-$p.sock" KEYWARD_SPOE_CONF="$dir/spoe.conf" KEYWARD_SPOA="$spoa" \
       valgrind --tool=callgrind --callgrind-out-file="$dir/hap.out" "$HAPROXY" -db -f "$cfg" \
       >/dev/null 2>"$dir/valgrind.err" &
     local vp=$!
@@ -119,7 +119,7 @@ keyward_cost() {
     local vp=$!
     wait_http "http://127.0.0.1:$kw_ops/readyz"
     local p; p=$(port)
-    KEYWARD_HTTP_BIND="127.0.0.1:$p" KEYWARD_SPOE_CONF="$dir/spoe.conf" KEYWARD_SPOA="127.0.0.1:$kw_spoa" \
+    KEYWARD_HTTP_BIND="127.0.0.1:$p" KEYWARD_HAPROXY_API="$dir/api-$p.sock" KEYWARD_SPOE_CONF="$dir/spoe.conf" KEYWARD_SPOA="127.0.0.1:$kw_spoa" \
       "$HAPROXY" -db -f "$dir/haproxy.cfg" >/dev/null 2>&1 &
     local hp=$!
     wait_http "http://127.0.0.1:$p/"

@@ -20,6 +20,10 @@ pub struct Wiring {
     pub edits: Vec<(String, String)>,
 }
 
+/// The runtime API socket as haproxy.cfg names it: a test that must know the path
+/// before HAProxy starts (keyward's `[tunnels] haproxy_api`) replaces this with it.
+pub const API_SOCKET: &str = "\"${KEYWARD_HAPROXY_API-/run/haproxy/keyward-api.sock}\"";
+
 #[derive(Debug)]
 pub struct Haproxy {
     pub addr: SocketAddr,
@@ -66,6 +70,12 @@ impl Haproxy {
             ("KEYWARD_SPOE_CONF".to_owned(), spoe.display().to_string()),
             ("KEYWARD_SPOA".to_owned(), wiring.spoa.clone()),
             ("KEYWARD_UPSTREAM".to_owned(), wiring.upstream.to_string()),
+            // Each HAProxy its own runtime API socket (a test that needs it at a known
+            // path edits the line: see `API_SOCKET`).
+            (
+                "KEYWARD_HAPROXY_API".to_owned(),
+                dir.path().join("api.sock").display().to_string(),
+            ),
         ];
         if let Some(portal) = wiring.portal {
             env.push(("KEYWARD_PORTAL".to_owned(), portal.to_string()));

@@ -44,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub tunnels: TunnelsConfig,
     /// `[oidc]`: the identity provider (optional; see `portal.identity`).
     #[serde(default)]
     pub oidc: Option<keyward_oidc::OidcConfig>,
@@ -602,6 +604,7 @@ impl Config {
             ));
         }
         portal::validate(self)?;
+        self.tunnels.validate()?;
         if let Some(oidc) = &self.oidc {
             oidc.validate()
                 .map_err(|e| ConfigError::Oidc(e.to_string()))?;
@@ -661,6 +664,8 @@ pub fn default_path() -> PathBuf {
 }
 
 mod portal;
+mod tunnels;
 pub use portal::{host_within, parse_origin};
+pub use tunnels::{ApiAddr, TunnelsConfig};
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,7 @@ fn gate(cache_capacity: u64) -> Gate {
         }),
         cache_capacity,
         revocations_max_age: None,
+        tunnels: None,
     };
     let metrics = GateMetrics::register(&prometheus::Registry::new()).expect("metrics");
     Gate::new(cfg, policy, Keys::new(ring), metrics)

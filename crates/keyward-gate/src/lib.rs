@@ -10,6 +10,7 @@ pub mod cache;
 pub mod credential;
 pub mod metrics;
 pub mod request;
+pub mod tunnels;
 pub mod vars;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use metrics::GateMetrics;
 pub use request::{AccessRequest, MAX_RETURN_URL, MESSAGE};
 
 use cache::{Assertion, Session, Sessions};
+use tunnels::{StreamRef, Tunnels};
 
 /// Settings of the request path (from `[session]`, `[assertion]`, `[portal]`).
 #[derive(Debug, Clone)]
@@ -48,6 +50,9 @@ pub struct GateConfig {
     /// `store.revocations_max_age` (seconds): past it since the revocation log was last
     /// read, sessions are refused. `None`: revocations of any age are trusted.
     pub revocations_max_age: Option<i64>,
+    /// `tunnels.max_tracked` when tunnels are ended with their session
+    /// (`tunnels.enabled`); `None`: upgrades are decided, then left alone.
+    pub tunnels: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +136,7 @@ pub struct Gate {
     /// When the store's revocations were last read (unix seconds; 0: never).
     revocations_read_at: AtomicI64,
     sessions: Sessions,
+    tunnels: Option<Tunnels>,
     metrics: GateMetrics,
 }
 
@@ -140,6 +146,7 @@ impl Gate {
         metrics.keyring_generation.set(keys.generation as i64);
         Self {
             sessions: cache::session_cache(cfg.cache_capacity, cfg.leeway),
+            tunnels: cfg.tunnels.map(Tunnels::new),
             cfg,
             policy: ArcSwap::from_pointee(policy),
             keys: ArcSwap::from_pointee(keys),
@@ -167,6 +174,53 @@ impl Gate {
         Validity {
             leeway: self.cfg.leeway,
             max_lifetime: self.cfg.max_lifetime,
+        }
+    }
+
+    /// The tunnels allowed with a session (`None`: not tracked).
+    pub fn tunnels(&self) -> Option<&Tunnels> {
+        self.tunnels.as_ref()
+    }
+
+    /// Seconds of clock skew tolerated (`session.leeway`).
+    pub fn leeway(&self) -> i64 {
+        self.cfg.leeway
+    }
+
+    /// Remembers the tunnel an allowed upgrade opens on `stream`, so that it can be
+    /// ended with its session. A tunnel that cannot be remembered (the table, or the
+    /// session's share of it, is full) is refused: it could not be ended.
+    pub fn track_tunnel(&self, stream: Option<StreamRef>, outcome: &mut Outcome) {
+        let (Some(stream), Some(tunnels), Some(session)) =
+            (stream, &self.tunnels, &outcome.session)
+        else {
+            return;
+        };
+        if outcome.verdict.decision != Decision::Allow {
+            return;
+        }
+        match tunnels.track(stream, session.clone()) {
+            Ok(()) => self.metrics.tunnels_tracked.set(tunnels.len() as i64),
+            Err(full) => {
+                self.metrics.tunnels_refused.inc();
+                tracing::warn!(
+                    target: "audit",
+                    event = "tunnel_refused",
+                    session = session.claims.sid.as_str(),
+                    device = session.claims.dev.as_deref().unwrap_or("-"),
+                    why = full.as_str(),
+                );
+                outcome.verdict.decision = Decision::Deny;
+                outcome.verdict.reason = Reason::Error;
+            }
+        }
+    }
+
+    /// Brings the `keyward_tunnels_tracked` gauge up to date (after the reaper forgot
+    /// some).
+    pub fn tunnels_changed(&self) {
+        if let Some(t) = &self.tunnels {
+            self.metrics.tunnels_tracked.set(t.len() as i64);
         }
     }
 
@@ -478,12 +532,21 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The ACK's variables for one NOTIFY at `now` (unix seconds): decide, remember
+    /// the tunnel an allowed upgrade opens, answer.
+    pub fn answer(&self, request: &Request, now: i64) -> Result<Actions, HandlerError> {
+        let req = AccessRequest::from_spoe(request)?;
+        let stream = StreamRef::from_spoe(request, req.src)?;
+        let mut outcome = self.decide(&req, now);
+        self.track_tunnel(stream, &mut outcome);
+        Ok(self.actions(&req, &outcome, now))
+    }
+}
+
 impl Handler for Gate {
     async fn handle(&self, request: Request) -> Result<Actions, HandlerError> {
-        let req = AccessRequest::from_spoe(&request)?;
-        let now = cache::unix_now();
-        let outcome = self.decide(&req, now);
-        Ok(self.actions(&req, &outcome, now))
+        self.answer(&request, cache::unix_now())
     }
 
     fn on_failure(&self, failure: Failure) -> Actions {

@@ -20,6 +20,10 @@ pub struct GateMetrics {
     pub policy_rules: IntGauge,
     /// Sessions in the cache (updated by the agent's housekeeping, every second).
     pub cache_entries: IntGauge,
+    /// Open tunnels (upgrades allowed with a session) this agent would end with it.
+    pub tunnels_tracked: IntGauge,
+    /// Upgrades refused because the tunnel table was full.
+    pub tunnels_refused: IntCounter,
 }
 
 impl GateMetrics {
@@ -84,6 +88,14 @@ impl GateMetrics {
             cache_entries: gauge(
                 "session_cache_entries",
                 "Validated sessions held in memory (bounded by session.cache_capacity)",
+            )?,
+            tunnels_tracked: gauge(
+                "tunnels_tracked",
+                "Open tunnels (WebSocket and other upgrades) this agent ends with their session",
+            )?,
+            tunnels_refused: counter(
+                "tunnels_refused_total",
+                "Upgrades refused because tunnels.max_tracked tunnels were open",
             )?,
         })
     }

@@ -43,7 +43,9 @@ pub struct AccessRequest<'a> {
 /// The SPOE message is not what the shipped config sends.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("no `{MESSAGE}` message in the NOTIFY; check the spoe-message section")]
+    #[error(
+        "no `{MESSAGE}` (or `keyward-upgrade`) message in the NOTIFY; check the spoe-message section"
+    )]
     NoMessage,
     #[error(transparent)]
     Arg(#[from] ArgError),
@@ -77,7 +79,10 @@ impl<'a> AccessRequest<'a> {
     }
 
     pub fn from_spoe(req: &'a Request) -> Result<Self, RequestError> {
-        let m = req.message(MESSAGE).ok_or(RequestError::NoMessage)?;
+        let m = req
+            .message(MESSAGE)
+            .or_else(|| req.message(crate::tunnels::MESSAGE))
+            .ok_or(RequestError::NoMessage)?;
         let text = |name| m.str(name).map(|v| v.map(Cow::Borrowed));
         let host = m.str("host")?.unwrap_or_default();
         Ok(Self {

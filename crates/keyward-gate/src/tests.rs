@@ -69,6 +69,7 @@ fn config() -> GateConfig {
         }),
         cache_capacity: 1000,
         revocations_max_age: None,
+        tunnels: None,
     }
 }
 
@@ -652,6 +653,7 @@ fn sessions_are_refused_while_the_revocation_log_is_too_old() {
     let cfg = GateConfig {
         assertion: None,
         revocations_max_age: Some(60),
+        tunnels: None,
         ..config()
     };
     let g = gate(cfg, POLICY, ring(10));
@@ -709,4 +711,229 @@ fn sessions_are_refused_while_the_revocation_log_is_too_old() {
     }]);
     g.set_revocations(revs);
     assert_eq!(verdict(&g, "/x", Some(&t), NOW + 160).1, Reason::Revoked);
+}
+
+mod tunnels {
+    use super::*;
+    use crate::tunnels::{MAX_PER_SESSION, StreamRef, Why};
+    use keyward_spoa::{Message, TypedData};
+    use std::net::Ipv4Addr;
+
+    fn tunnel_gate(max: usize, seed: u8) -> Gate {
+        gate(
+            GateConfig {
+                tunnels: Some(max),
+                ..config()
+            },
+            POLICY,
+            ring(seed),
+        )
+    }
+
+    /// An upgrade request as the shipped configuration sends it.
+    fn upgrade(path: &str, token: Option<&str>, stream: &str, port: u32) -> Request {
+        let mut args = vec![
+            ("host", TypedData::String("app.test".into())),
+            ("path", TypedData::String(path.into())),
+            ("method", TypedData::String("GET".into())),
+            ("src", TypedData::IPv4(Ipv4Addr::new(203, 0, 113, 7))),
+            ("stream", TypedData::String(stream.into())),
+            ("src_port", TypedData::Int32(port as i32)),
+        ];
+        if let Some(t) = token {
+            args.push(("cookie", TypedData::String(format!("kw={t}"))));
+        }
+        Request {
+            messages: vec![Message::new(crate::tunnels::MESSAGE, &args)],
+        }
+    }
+
+    fn decision_of(a: &Actions) -> Option<String> {
+        match a.get("decision") {
+            Some(TypedData::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn stream(id: u32, port: u16) -> StreamRef {
+        StreamRef {
+            id,
+            client: (Ipv4Addr::new(203, 0, 113, 7), port).into(),
+        }
+    }
+
+    fn due(g: &Gate, now: i64) -> Vec<(StreamRef, Why)> {
+        let keys = g.keys();
+        let mut d: Vec<_> = g
+            .tunnels()
+            .unwrap()
+            .due(
+                &g.revocations(),
+                &keys.ring,
+                keys.generation(),
+                g.leeway(),
+                now,
+            )
+            .into_iter()
+            .map(|d| (d.stream, d.why))
+            .collect();
+        d.sort_by_key(|(s, _)| s.id);
+        d
+    }
+
+    #[test]
+    fn an_allowed_upgrade_is_remembered_until_its_session_may_no_longer_pass() {
+        let g = tunnel_gate(100, 11);
+        let keys = g.keys();
+        let alice = token::seal(&claims("alice", &["dev"]), &keys.ring).unwrap();
+        let mut short = claims("sam", &["dev"]);
+        short.exp = NOW + 60;
+        let sam = token::seal(&short, &keys.ring).unwrap();
+
+        let a = g
+            .answer(&upgrade("/ws", Some(&alice), "42", 50000), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        let a = g
+            .answer(&upgrade("/ws", Some(&sam), "43", 50001), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        assert_eq!(g.tunnels().unwrap().len(), 2);
+        assert_eq!(g.metrics.tunnels_tracked.get(), 2);
+
+        // Nothing is due while both sessions may pass; the clock is the caller's.
+        assert!(due(&g, NOW).is_empty());
+        // Sam's session expires (past the leeway of 30 s): his tunnel is due.
+        assert_eq!(due(&g, NOW + 91), vec![(stream(43, 50001), Why::Expired)]);
+        // Alice's user is revoked: hers is due too.
+        let mut r = Revocations::default();
+        r.apply(&[Revocation {
+            id: 1,
+            kind: Kind::User,
+            subject: "alice".into(),
+            at: NOW,
+            until: NOW + 3600,
+        }]);
+        g.set_revocations(r);
+        assert_eq!(due(&g, NOW), vec![(stream(42, 50000), Why::Revoked)]);
+        g.tunnels().unwrap().forget(&stream(42, 50000));
+        g.tunnels_changed();
+        assert_eq!(g.metrics.tunnels_tracked.get(), 1);
+    }
+
+    #[test]
+    fn a_retired_session_key_makes_its_tunnels_due() {
+        let g = tunnel_gate(100, 12);
+        let keys = g.keys();
+        let alice = token::seal(&claims("alice", &[]), &keys.ring).unwrap();
+        g.answer(&upgrade("/ws", Some(&alice), "7", 40000), NOW)
+            .unwrap();
+        // The same ring again (the seed decides it), its session key rotated, then
+        // retired (a suspected leak).
+        let mut rotated = ring(12);
+        let first = rotated
+            .list()
+            .into_iter()
+            .find(|k| k.kind == keyward_session::keyring::KeyKind::Session)
+            .unwrap()
+            .id;
+        rotated.rotate_session(NOW, &mut rng(99)).unwrap();
+        g.set_keys(Keys::new(rotated));
+        assert!(due(&g, NOW).is_empty(), "rotated, still verifying");
+        let mut retired = ring(12);
+        retired.rotate_session(NOW, &mut rng(99)).unwrap();
+        retired.retire(&first, NOW).unwrap();
+        g.set_keys(Keys::new(retired));
+        assert_eq!(due(&g, NOW), vec![(stream(7, 40000), Why::KeyRetired)]);
+    }
+
+    #[test]
+    fn refused_anonymous_and_plain_requests_are_not_remembered() {
+        let g = tunnel_gate(100, 13);
+        let keys = g.keys();
+        let bob = token::seal(&claims("bob", &["dev"]), &keys.ring).unwrap();
+        // Refused: not an admin.
+        let a = g
+            .answer(&upgrade("/admin/ws", Some(&bob), "1", 1), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("deny"));
+        // Public, no session: nothing to end it with.
+        let a = g.answer(&upgrade("/healthz", None, "2", 2), NOW).unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        // Sign-in needed.
+        let a = g.answer(&upgrade("/ws", None, "3", 3), NOW).unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("login"));
+        assert!(g.tunnels().unwrap().is_empty());
+
+        // With tunnels off the upgrade is decided and not remembered.
+        let off = gate_with(ring(13));
+        let a = off
+            .answer(&upgrade("/ws", Some(&bob), "4", 4), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        assert!(off.tunnels().is_none());
+    }
+
+    #[test]
+    fn upgrades_that_cannot_be_remembered_are_refused() {
+        let g = tunnel_gate(MAX_PER_SESSION as usize + 1, 14);
+        let keys = g.keys();
+        let alice = token::seal(&claims("alice", &["dev"]), &keys.ring).unwrap();
+        let bob = token::seal(&claims("bob", &["dev"]), &keys.ring).unwrap();
+        for i in 0..MAX_PER_SESSION {
+            let a = g
+                .answer(&upgrade("/ws", Some(&alice), &i.to_string(), 1000 + i), NOW)
+                .unwrap();
+            assert_eq!(decision_of(&a).as_deref(), Some("allow"), "{i}");
+        }
+        // Alice's share is spent; Bob still gets the last place in the table.
+        let a = g
+            .answer(&upgrade("/ws", Some(&alice), "500", 9000), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("deny"));
+        assert!(a.get("user").is_none(), "no identity with a refusal");
+        let a = g
+            .answer(&upgrade("/ws", Some(&bob), "501", 9001), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        // The table is full.
+        let carol = token::seal(&claims("carol", &["dev"]), &keys.ring).unwrap();
+        let a = g
+            .answer(&upgrade("/ws", Some(&carol), "502", 9002), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("deny"));
+        assert_eq!(g.metrics.tunnels_refused.get(), 2);
+        // A tunnel that ends frees its place.
+        g.tunnels().unwrap().forget(&stream(0, 1000));
+        let a = g
+            .answer(&upgrade("/ws", Some(&carol), "502", 9002), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        // The same stream again (its id reused) replaces, not adds.
+        let a = g
+            .answer(&upgrade("/ws", Some(&carol), "502", 9002), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        assert_eq!(g.tunnels().unwrap().len(), MAX_PER_SESSION as usize + 1);
+    }
+
+    #[test]
+    fn a_malformed_tunnel_message_fails_closed() {
+        let g = tunnel_gate(100, 15);
+        let keys = g.keys();
+        let alice = token::seal(&claims("alice", &[]), &keys.ring).unwrap();
+        for (stream, port) in [
+            ("", 1),
+            ("x", 1),
+            ("4294967296", 1),
+            ("1", 70000),
+            ("1", -1),
+        ] {
+            let err = g
+                .answer(&upgrade("/ws", Some(&alice), stream, port as u32), NOW)
+                .unwrap_err();
+            assert!(err.to_string().contains(crate::tunnels::MESSAGE), "{err}");
+        }
+        assert!(g.tunnels().unwrap().is_empty());
+    }
 }

@@ -157,6 +157,7 @@ impl Harness {
                 assertion: None,
                 cache_capacity: 1000,
                 revocations_max_age: None,
+                tunnels: None,
             },
             keyward_policy::Policy::empty(),
             Keys::new(ring),

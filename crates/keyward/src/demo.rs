@@ -75,6 +75,8 @@ file = "{dir}/policy.toml"
 url = "sqlite://{dir}/keyward.db"
 [audit]
 file = "{dir}/audit.jsonl"
+[tunnels]
+haproxy_api = "{dir}/haproxy-api.sock"
 "#,
             port = http.port(),
             dir = dir.display(),
@@ -149,6 +151,7 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
             .env("KEYWARD_SPOA", cfg.spoa.listen[0].clone())
             .env("KEYWARD_PORTAL", portal.to_string())
             .env("KEYWARD_UPSTREAM", upstream.to_string())
+            .env("KEYWARD_HAPROXY_API", dir.join("haproxy-api.sock"))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

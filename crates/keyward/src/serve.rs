@@ -128,6 +128,18 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
         shutdown.clone(),
     ));
 
+    let reaper = if cfg.tunnels.enabled {
+        let api = keyward_tunnels::Api::new(cfg.tunnels.api_addr()?);
+        tracing::info!(api = %api.addr(), "ending the tunnels of revoked and expired sessions through HAProxy's runtime API");
+        let metrics =
+            keyward_tunnels::TunnelMetrics::register(&registry).context("registering metrics")?;
+        let reaper =
+            keyward_tunnels::Reaper::new(gate.clone(), api, cfg.tunnels.check_interval, metrics);
+        Some(tokio::spawn(reaper.run(shutdown.clone())))
+    } else {
+        None
+    };
+
     let server = Server::new(gate.clone(), cfg.spoa.limits(), spoa_metrics);
     let limits = server.limits();
     let spoa = tokio::spawn(server.run(listeners, shutdown.clone()));
@@ -149,6 +161,9 @@ pub async fn serve(path: PathBuf, cfg: Config, logs: LogHandle) -> anyhow::Resul
     spoa.await.context("SPOA server task")?;
     poller.await.context("revocation poller")?;
     listener.await.context("revocation listener")?;
+    if let Some(reaper) = reaper {
+        reaper.await.context("tunnel reaper")?;
+    }
     ops.await.context("ops task")??;
     portal.await.context("portal task")??;
     store.close().await;
@@ -448,9 +463,10 @@ impl Reloader {
                     || new.session != self.current.session
                     || new.assertion != self.current.assertion
                     || new.portal != self.current.portal
+                    || new.tunnels != self.current.tunnels
                 {
                     tracing::warn!(
-                        "listen addresses, [session], [assertion], [portal] and [store] take effect on restart"
+                        "listen addresses, [session], [assertion], [portal], [store] and [tunnels] take effect on restart"
                     );
                 }
                 self.limits.store(new.spoa.limits());

@@ -43,5 +43,6 @@ pub fn gate_config(cfg: &Config) -> GateConfig {
         }),
         cache_capacity: cfg.session.cache_capacity,
         revocations_max_age: cfg.store.revocations_max_age.map(|d| d.as_secs() as i64),
+        tunnels: cfg.tunnels.enabled.then_some(cfg.tunnels.max_tracked),
     }
 }

@@ -69,6 +69,7 @@ fn main() {
             }),
             cache_capacity: capacity,
             revocations_max_age: None,
+            tunnels: None,
         };
         let metrics = GateMetrics::register(&prometheus::Registry::new()).expect("metrics");
         let policy = Policy::from_toml("[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n")

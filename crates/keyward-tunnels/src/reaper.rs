@@ -1,0 +1,219 @@
+//! The loop that ends due tunnels.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_gate::Gate;
+use keyward_gate::tunnels::{Due, StreamRef, Why};
+use keyward_session::sys::unix_now;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, ApiError};
+use crate::sess;
+
+/// How often tunnels that ended by themselves are forgotten (one `show sess`).
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// The reaper's metrics, under `keyward_tunnels_`.
+#[derive(Debug, Clone)]
+pub struct TunnelMetrics {
+    closed: IntCounterVec,
+    pub api_errors: IntCounter,
+    /// 1 while the last command to HAProxy's runtime API succeeded.
+    pub api_up: IntGauge,
+}
+
+impl TunnelMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "tunnels_closed_total",
+                "Tunnels ended because their session may no longer pass, by reason",
+            )
+            .namespace("keyward"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(closed.clone()))?;
+        for why in Why::ALL {
+            closed.with_label_values(&[why.as_str()]);
+        }
+        let api_errors = IntCounter::with_opts(
+            Opts::new(
+                "tunnels_api_errors_total",
+                "Commands to HAProxy's runtime API that failed (tunnels due stay open until one succeeds)",
+            )
+            .namespace("keyward"),
+        )?;
+        registry.register(Box::new(api_errors.clone()))?;
+        let api_up = IntGauge::with_opts(
+            Opts::new(
+                "tunnels_api_up",
+                "1 while the last command to HAProxy's runtime API succeeded",
+            )
+            .namespace("keyward"),
+        )?;
+        registry.register(Box::new(api_up.clone()))?;
+        Ok(Self {
+            closed,
+            api_errors,
+            api_up,
+        })
+    }
+
+    pub fn closed(&self, why: Why) -> u64 {
+        self.closed.with_label_values(&[why.as_str()]).get()
+    }
+}
+
+/// Ends the tunnels of one agent's gate through one HAProxy's runtime API.
+#[derive(Debug)]
+pub struct Reaper {
+    gate: Arc<Gate>,
+    api: Api,
+    every: Duration,
+    metrics: TunnelMetrics,
+    /// Whether the last pass reached the API (errors are logged when this changes).
+    reachable: bool,
+    reconciled: tokio::time::Instant,
+}
+
+impl Reaper {
+    pub fn new(gate: Arc<Gate>, api: Api, every: Duration, metrics: TunnelMetrics) -> Self {
+        Self {
+            gate,
+            api,
+            every,
+            metrics,
+            reachable: true,
+            // The first pass checks the API at once.
+            reconciled: tokio::time::Instant::now()
+                .checked_sub(RECONCILE_EVERY)
+                .unwrap_or_else(tokio::time::Instant::now),
+        }
+    }
+
+    /// Checks every `tunnels.check_interval` until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.pass(unix_now()) => {}
+            }
+        }
+    }
+
+    /// One check at `now` (unix seconds): ends what is due, and now and then forgets
+    /// tunnels that ended by themselves.
+    pub async fn pass(&mut self, now: i64) {
+        let Some(tunnels) = self.gate.tunnels() else {
+            return;
+        };
+        let reconcile = self.reconciled.elapsed() >= RECONCILE_EVERY;
+        if tunnels.is_empty() {
+            // Nothing to end: still check now and then that the API answers, so that a
+            // wrong `haproxy_api` shows before the first revocation needs it.
+            if reconcile {
+                self.reconciled = tokio::time::Instant::now();
+                let probe = self.api.command("show info", "show info").await.map(drop);
+                self.report(probe, 0);
+            }
+            return;
+        }
+        let keys = self.gate.keys();
+        let due = tunnels.due(
+            &self.gate.revocations(),
+            &keys.ring,
+            keys.generation(),
+            self.gate.leeway(),
+            now,
+        );
+        if due.is_empty() && !reconcile {
+            return;
+        }
+        let known: HashSet<_> = tunnels.streams().into_iter().collect();
+        let result = self.end(&due, reconcile, &known).await;
+        self.report(result, due.len());
+        self.gate.tunnels_changed();
+    }
+
+    /// Counts and logs (once per outage) whether the API answered.
+    fn report(&mut self, result: Result<(), ApiError>, due: usize) {
+        match result {
+            Ok(()) => {
+                if !self.reachable {
+                    tracing::info!(api = %self.api.addr(), "HAProxy's runtime API answers again");
+                }
+                self.reachable = true;
+                self.metrics.api_up.set(1);
+            }
+            Err(err) => {
+                self.metrics.api_errors.inc();
+                self.metrics.api_up.set(0);
+                if self.reachable {
+                    tracing::error!(%err, due, "tunnels cannot be ended until HAProxy's runtime API answers; retrying every check");
+                }
+                self.reachable = false;
+            }
+        }
+    }
+
+    async fn end(
+        &mut self,
+        due: &[Due],
+        reconcile: bool,
+        known: &HashSet<StreamRef>,
+    ) -> Result<(), ApiError> {
+        let Some(tunnels) = self.gate.tunnels() else {
+            return Ok(());
+        };
+        let list = self.api.list_streams().await?;
+        let mut by_client: HashMap<SocketAddr, Vec<&str>> = HashMap::new();
+        for s in sess::parse_list(&list) {
+            if let Some(client) = s.client {
+                by_client.entry(client).or_default().push(s.ptr);
+            }
+        }
+        for d in due {
+            let mut ended = false;
+            for ptr in by_client.get(&d.stream.client).into_iter().flatten() {
+                let detail = self.api.stream(ptr).await?;
+                if sess::parse_detail(&detail) != Some((d.stream.id, d.stream.client)) {
+                    continue;
+                }
+                ended = self.api.shutdown(ptr).await?;
+                break;
+            }
+            tunnels.forget(&d.stream);
+            if ended {
+                self.metrics
+                    .closed
+                    .with_label_values(&[d.why.as_str()])
+                    .inc();
+                let c = &d.session.claims;
+                tracing::info!(
+                    target: "audit",
+                    event = "tunnel_closed",
+                    reason = d.why.as_str(),
+                    session = c.sid.as_str(),
+                    device = c.dev.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        if reconcile {
+            // Only what was known before the list was taken: a tunnel remembered since
+            // may be missing from it and still be open.
+            tunnels.retain(|s| !known.contains(s) || by_client.contains_key(&s.client));
+            self.reconciled = tokio::time::Instant::now();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Tunnels end with their session: WebSocket connections through HAProxy 2.6 (shipped
+//! configuration, its runtime API on a Unix socket) and the real `keyward` binary,
+//! which ends them with `shutdown session` when their session is revoked, expires, or
+//! its key is retired, and leaves every other tunnel alone.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keyward_tests::eventually;
+use keyward_tests::haproxy::{API_SOCKET, Haproxy, Wiring};
+use keyward_tests::keyward::Keyward;
+use keyward_tests::upstream::Upstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const POLICY: &str = r#"
+[[rule]]
+name = "public"
+paths = ["/public"]
+access = "public"
+
+[[rule]]
+name = "app"
+hosts = ["app.test"]
+access = "authenticated"
+"#;
+
+struct Stack {
+    keyward: Keyward,
+    haproxy: Haproxy,
+    _upstream: Upstream,
+    _api_dir: tempfile::TempDir,
+}
+
+async fn stack() -> Stack {
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = api_dir.path().join("haproxy-api.sock");
+    let keyward = Keyward::start(
+        POLICY,
+        &format!(
+            "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n",
+            api.display()
+        ),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let haproxy = Haproxy::start(&Wiring {
+        spoa: keyward.spoa.to_string(),
+        upstream: upstream.addr,
+        portal: Some(keyward.portal),
+        edits: vec![(API_SOCKET.into(), format!("\"{}\"", api.display()))],
+    })
+    .await;
+    wait_for_socket(&api).await;
+    Stack {
+        keyward,
+        haproxy,
+        _upstream: upstream,
+        _api_dir: api_dir,
+    }
+}
+
+async fn wait_for_socket(path: &Path) {
+    eventually(Duration::from_secs(10), "HAProxy's API socket", || async {
+        path.exists().then_some(())
+    })
+    .await;
+}
+
+/// A WebSocket through HAProxy: the handshake answered 101, and an echo through it.
+async fn open(s: &Stack, path: &str, token: Option<&str>) -> TcpStream {
+    let mut ws = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Cookie: keyward_session={t}\r\n"));
+    }
+    req.push_str("\r\n");
+    ws.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = ws.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(echoes(&mut ws).await, "the tunnel carries bytes");
+    ws
+}
+
+/// Whether the tunnel still carries bytes both ways.
+async fn echoes(ws: &mut TcpStream) -> bool {
+    if ws.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(Duration::from_secs(5), ws.read(&mut buf)).await {
+        Ok(Ok(n)) => &buf[..n] == b"ping",
+        _ => false,
+    }
+}
+
+/// Waits for HAProxy to close `ws` (reads EOF or a reset), at most `limit`; returns
+/// how long it took.
+async fn closed_within(ws: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), ws.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the tunnel was still open after {limit:?}"),
+        }
+    }
+}
+
+fn closed_metric(reason: &str) -> String {
+    format!("keyward_tunnels_closed_total{{reason=\"{reason}\"}}")
+}
+
+#[tokio::test]
+async fn revoking_a_session_ends_its_tunnel_and_no_other() {
+    let s = stack().await;
+    // The API is checked at start, before any tunnel needs it.
+    eventually(Duration::from_secs(5), "the API reported up", || async {
+        (s.keyward.metric("keyward_tunnels_api_up").await == 1.0).then_some(())
+    })
+    .await;
+    let erin = s.keyward.mint("erin", "dev", "10m", Some("dev-e1"));
+    let frank = s.keyward.mint("frank", "dev", "10m", Some("dev-f1"));
+    let mut erin_ws = open(&s, "/ws", Some(&erin)).await;
+    let mut erin_ws2 = open(&s, "/ws", Some(&erin)).await;
+    let mut frank_ws = open(&s, "/ws", Some(&frank)).await;
+    // Anonymous, on a public route: nothing to end it with, and nothing ends it.
+    let mut public_ws = open(&s, "/public/ws", None).await;
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 3.0);
+
+    let revoked = Instant::now();
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "erin"]);
+    let took = closed_within(&mut erin_ws, Duration::from_secs(10)).await;
+    closed_within(&mut erin_ws2, Duration::from_secs(10)).await;
+    println!(
+        "a revoked session's tunnel closed {:?} after the CLI returned ({:?} after it began)",
+        took,
+        revoked.elapsed()
+    );
+    assert!(echoes(&mut frank_ws).await, "another user's tunnel stays");
+    assert!(echoes(&mut public_ws).await, "an anonymous tunnel stays");
+    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 2.0);
+    let audit = s.keyward.audit();
+    let lines: Vec<_> = audit
+        .lines()
+        .filter(|l| l.contains("\"tunnel_closed\""))
+        .collect();
+    assert_eq!(lines.len(), 2, "{audit}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("dev-e1") && l.contains("revoked"))
+    );
+    assert!(!audit.contains(&erin), "no token in the audit log");
+
+    // A device revoked: its tunnel ends too.
+    s.keyward
+        .cli_ok(&["sessions", "revoke", "--device", "dev-f1"]);
+    closed_within(&mut frank_ws, Duration::from_secs(10)).await;
+    assert!(echoes(&mut public_ws).await);
+    eventually(Duration::from_secs(5), "tunnels forgotten", || async {
+        (s.keyward.metric("keyward_tunnels_tracked").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tunnel_ends_when_its_session_expires() {
+    let s = stack().await;
+    let short = s.keyward.mint("gina", "dev", "3s", None);
+    let long = s.keyward.mint("hank", "dev", "10m", None);
+    let mut short_ws = open(&s, "/ws", Some(&short)).await;
+    let mut long_ws = open(&s, "/ws", Some(&long)).await;
+    // Busy all along: HAProxy's `timeout tunnel` (idle) never ends it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ended = false;
+    while Instant::now() < deadline {
+        if !echoes(&mut short_ws).await {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the expired session's tunnel was still open");
+    assert!(echoes(&mut long_ws).await, "the other tunnel stays");
+    assert_eq!(s.keyward.metric(&closed_metric("expired")).await, 1.0);
+}
+
+#[tokio::test]
+async fn tunnels_that_close_by_themselves_are_forgotten() {
+    let s = stack().await;
+    let ivy = s.keyward.mint("ivy", "dev", "10m", None);
+    // A tunnel the client closes: no `shutdown session` needed, nothing counted.
+    let ws = open(&s, "/ws", Some(&ivy)).await;
+    drop(ws);
+    let mut kept = open(&s, "/ws", Some(&ivy)).await;
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 2.0);
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "ivy"]);
+    closed_within(&mut kept, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(5), "both forgotten", || async {
+        (s.keyward.metric("keyward_tunnels_tracked").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.keyward.metric(&closed_metric("revoked")).await,
+        1.0,
+        "only the open one was ended"
+    );
+    assert_eq!(s.keyward.metric("keyward_tunnels_api_up").await, 1.0);
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_counted_and_retried() {
+    // keyward pointed at a socket nobody listens on: the tunnel cannot be ended, the
+    // failure is counted and retried, and the tunnel stays remembered.
+    let api_dir = tempfile::tempdir().unwrap();
+    let keyward = Keyward::start(
+        POLICY,
+        &format!(
+            "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n",
+            api_dir.path().join("nobody.sock").display()
+        ),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let haproxy = Haproxy::start(&Wiring {
+        spoa: keyward.spoa.to_string(),
+        upstream: upstream.addr,
+        portal: Some(keyward.portal),
+        edits: vec![],
+    })
+    .await;
+    let s = Stack {
+        keyward,
+        haproxy,
+        _upstream: upstream,
+        _api_dir: api_dir,
+    };
+    let jo = s.keyward.mint("jo", "dev", "10m", None);
+    let mut ws = open(&s, "/ws", Some(&jo)).await;
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "jo"]);
+    eventually(Duration::from_secs(10), "API errors counted", || async {
+        (s.keyward.metric("keyward_tunnels_api_errors_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(s.keyward.metric("keyward_tunnels_api_up").await, 0.0);
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 1.0);
+    // The revoked session gets nothing new, whatever happens to the tunnel.
+    let r = keyward_tests::http::get(
+        s.haproxy.addr,
+        "/",
+        &[
+            ("Host", "app.test"),
+            ("Cookie", &format!("keyward_session={jo}")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(echoes(&mut ws).await, "HAProxy could not be told");
+}
+
+#[test]
+fn the_upgrade_message_carries_every_argument_of_the_request_message() {
+    let spoe =
+        std::fs::read_to_string(keyward_tests::repo_root().join("haproxy/keyward-spoe.conf"))
+            .unwrap();
+    let args = |message: &str| -> Vec<String> {
+        let at = spoe
+            .find(&format!("spoe-message {message}\n"))
+            .unwrap_or_else(|| panic!("no {message}"));
+        let line = spoe[at..].lines().nth(1).unwrap().trim();
+        line.strip_prefix("args ")
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let request = args("keyward-request");
+    let mut upgrade = args("keyward-upgrade");
+    let extra: Vec<_> = upgrade
+        .iter()
+        .filter(|a| !request.contains(a))
+        .cloned()
+        .collect();
+    assert_eq!(extra, ["stream=var(txn.kw_stream)", "src_port=src_port"]);
+    upgrade.retain(|a| request.contains(a));
+    assert_eq!(upgrade, request);
+}
