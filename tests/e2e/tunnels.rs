@@ -33,13 +33,24 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
+    stack_with(true).await
+}
+
+/// keyward and HAProxy; `reachable`: keyward's `haproxy_api` is HAProxy's socket, else
+/// a path nobody listens on.
+async fn stack_with(reachable: bool) -> Stack {
     let api_dir = tempfile::tempdir().unwrap();
     let api = api_dir.path().join("haproxy-api.sock");
+    let keyward_api = if reachable {
+        api.clone()
+    } else {
+        api_dir.path().join("nobody.sock")
+    };
     let keyward = Keyward::start(
         POLICY,
         &format!(
             "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n",
-            api.display()
+            keyward_api.display()
         ),
     )
     .await;
@@ -170,6 +181,72 @@ async fn revoking_a_session_ends_its_tunnel_and_no_other() {
 }
 
 #[tokio::test]
+async fn a_later_stream_on_the_same_connection_is_not_mistaken_for_a_revoked_one() {
+    // On one keep-alive connection: Kim's request with an `Upgrade` header the
+    // application does not take (200, the connection goes on), then Lee's WebSocket.
+    // Both are remembered with the same client address. Revoking Kim must not end
+    // Lee's tunnel: the stream ids differ.
+    let s = stack().await;
+    let kim = s.keyward.mint("kim", "dev", "10m", None);
+    let lee = s.keyward.mint("lee", "dev", "10m", None);
+    let mut c = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    c.write_all(
+        format!(
+            "GET /page HTTP/1.1\r\nHost: app.test\r\nUpgrade: example/1\r\nConnection: Upgrade\r\nCookie: keyward_session={kim}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&head).contains("\r\n\r\n") {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length: ")
+                .or(l.strip_prefix("Content-Length: "))
+        })
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let body_start = text.find("\r\n\r\n").unwrap() + 4;
+    let mut have = head.len() - body_start;
+    while have < length {
+        have += c.read(&mut buf).await.unwrap();
+    }
+    c.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: keyward_session={lee}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    assert!(echoes(&mut c).await);
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 2.0);
+
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "kim"]);
+    eventually(Duration::from_secs(10), "Kim's entry forgotten", || async {
+        (s.keyward.metric("keyward_tunnels_tracked").await == 1.0).then_some(())
+    })
+    .await;
+    assert!(echoes(&mut c).await, "Lee's tunnel stays");
+    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 0.0);
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "lee"]);
+    closed_within(&mut c, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
 async fn a_tunnel_ends_when_its_session_expires() {
     let s = stack().await;
     let short = s.keyward.mint("gina", "dev", "3s", None);
@@ -218,29 +295,7 @@ async fn tunnels_that_close_by_themselves_are_forgotten() {
 async fn an_unreachable_api_is_counted_and_retried() {
     // keyward pointed at a socket nobody listens on: the tunnel cannot be ended, the
     // failure is counted and retried, and the tunnel stays remembered.
-    let api_dir = tempfile::tempdir().unwrap();
-    let keyward = Keyward::start(
-        POLICY,
-        &format!(
-            "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n",
-            api_dir.path().join("nobody.sock").display()
-        ),
-    )
-    .await;
-    let upstream = Upstream::start().await;
-    let haproxy = Haproxy::start(&Wiring {
-        spoa: keyward.spoa.to_string(),
-        upstream: upstream.addr,
-        portal: Some(keyward.portal),
-        edits: vec![],
-    })
-    .await;
-    let s = Stack {
-        keyward,
-        haproxy,
-        _upstream: upstream,
-        _api_dir: api_dir,
-    };
+    let s = stack_with(false).await;
     let jo = s.keyward.mint("jo", "dev", "10m", None);
     let mut ws = open(&s, "/ws", Some(&jo)).await;
     s.keyward.cli_ok(&["sessions", "revoke", "--user", "jo"]);

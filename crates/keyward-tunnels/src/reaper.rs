@@ -117,7 +117,8 @@ impl Reaper {
         let Some(tunnels) = self.gate.tunnels() else {
             return;
         };
-        let reconcile = self.reconciled.elapsed() >= RECONCILE_EVERY;
+        // While the API does not answer, every check tries again.
+        let reconcile = !self.reachable || self.reconciled.elapsed() >= RECONCILE_EVERY;
         if tunnels.is_empty() {
             // Nothing to end: still check now and then that the API answers, so that a
             // wrong `haproxy_api` shows before the first revocation needs it.
