@@ -1,7 +1,8 @@
 //! Browser end to end: Debian's Chromium, driven by playwright-core with the DevTools
 //! virtual authenticator, through real HAProxy and keyward. The flow itself is
 //! `tests/node/browser-flow.mjs`: invite -> enroll -> protected page shows identity ->
-//! sign out -> redirected to sign-in -> sign in again (usernameless) -> revoke the
+//! (IdP modes: a WebSocket opened in another tab) -> sign out (the WebSocket is closed)
+//! -> redirected to sign-in -> sign in again (usernameless) -> revoke the
 //! device from "my devices" -> denied. Screenshots of each page are kept under
 //! `target/test-artifacts/browser/<mode>/`.
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keyward_tests::haproxy::{Haproxy, Wiring};
+use keyward_tests::haproxy::{API_SOCKET, Haproxy, Wiring};
 use keyward_tests::keyward::Keyward;
 use keyward_tests::oidc::OidcProvider;
 use keyward_tests::process::Proc;
@@ -118,6 +119,8 @@ struct IdpStack {
     _idp: OidcProvider,
     _app: Upstream,
     _haproxy: Haproxy,
+    /// HAProxy's runtime API socket, through which keyward ends WebSockets.
+    _api: tempfile::TempDir,
 }
 
 async fn idp_stack(port: u16, identity: &str) -> IdpStack {
@@ -146,15 +149,21 @@ scopes = ["openid", "email", "profile", "groups"]
 role_map = {{ admins = ["admin"], eng = ["dev"] }}"#,
         issuer = idp.issuer
     );
+    let api = tempfile::tempdir().expect("tempdir");
+    let socket = api.path().join("haproxy-api.sock");
+    let tunnels = format!(
+        "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"",
+        socket.display()
+    );
     let policy = "version = 1\n[[rule]]\nname = \"all\"\naccess = \"authenticated\"\n";
-    let keyward = Keyward::start_with(policy, &portal, &oidc).await;
+    let keyward = Keyward::start_with(policy, &portal, &format!("{oidc}\n{tunnels}")).await;
     let app = Upstream::start().await;
     let haproxy = Haproxy::start_on(
         &Wiring {
             spoa: keyward.spoa.to_string(),
             upstream: app.addr,
             portal: Some(keyward.portal),
-            edits: Vec::new(),
+            edits: vec![(API_SOCKET.into(), format!("\"{}\"", socket.display()))],
         },
         port,
     )
@@ -164,6 +173,7 @@ role_map = {{ admins = ["admin"], eng = ["dev"] }}"#,
         _idp: idp,
         _app: app,
         _haproxy: haproxy,
+        _api: api,
     }
 }
 
@@ -192,13 +202,21 @@ async fn idp_then_passkey_enroll_sign_in_sign_out_revoke_in_chromium() {
         "base": format!("http://localhost:{port}"),
         "mode": "oidc",
         "roles": "admin,dev",
+        "websocket": true,
         "shots": artifacts("oidc"),
     }));
     assert!(out.contains("\"name\":\"done\""), "{out}");
+    assert!(out.contains("websocket closed at sign-out"), "{out}");
     assert!(out.contains("IdP alone refused a second key"), "{out}");
     audit_has_events_but_no_names(
         &stack.keyward.audit(),
-        &["idp_verified", "enrolled", "login", "revoked"],
+        &[
+            "idp_verified",
+            "enrolled",
+            "login",
+            "revoked",
+            "tunnel_closed",
+        ],
         "alice",
     );
 }
@@ -213,6 +231,7 @@ async fn idp_enrolls_then_passkey_only_in_chromium() {
         "base": format!("http://localhost:{port}"),
         "mode": "oidc-enroll",
         "roles": "admin,dev",
+        "websocket": true,
         "shots": artifacts("oidc-enroll"),
     }));
     assert!(out.contains("revoked device refused"), "{out}");
@@ -224,6 +243,7 @@ async fn idp_enrolls_then_passkey_only_in_chromium() {
             "login",
             "login_failed",
             "revoked",
+            "tunnel_closed",
         ],
         "alice",
     );

@@ -115,6 +115,21 @@ try {
   await shot(page, 'protected-page');
   log('protected page shows identity', { user });
 
+  // 3b. A WebSocket opened with the session, in a tab of its own (the echo upstream
+  //     accepts it): it must not outlive the session.
+  let live = null;
+  if (args.websocket) {
+    live = await context.newPage();
+    await live.goto(`${base}/reports?live=1`);
+    await live.evaluate((url) => new Promise((opened, failed) => {
+      const ws = new WebSocket(url);
+      window.kwClosed = new Promise((closed) => { ws.onclose = (e) => closed(`closed ${e.code}`); });
+      ws.onopen = () => opened();
+      ws.onerror = () => failed(new Error('the WebSocket did not open'));
+    }), `${base.replace(/^http/, 'ws')}/live`);
+    log('websocket open');
+  }
+
   // 4. My devices lists the new device; sign out.
   await page.goto(`${base}/.keyward/devices`);
   await expectText(page, '#devices tbody', /Test laptop|Unknown|authenticator/i, 'devices page');
@@ -123,6 +138,15 @@ try {
   await page.waitForURL(/\/\.keyward\/login/, { timeout: 15000 });
   await shot(page, 'signed-out');
   log('signed out', { url: page.url() });
+  if (live) {
+    const state = await live.evaluate(() => Promise.race([
+      window.kwClosed,
+      new Promise((r) => setTimeout(() => r('still open'), 10000)),
+    ]));
+    if (state === 'still open') fail('the WebSocket outlived the session it was opened with');
+    log('websocket closed at sign-out', { state });
+    await live.close();
+  }
 
   // 5. Signed out: the protected page redirects to sign-in again.
   await page.goto(`${base}/reports?x=2`);
