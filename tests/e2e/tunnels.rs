@@ -39,6 +39,11 @@ async fn stack() -> Stack {
 /// keyward and HAProxy; `reachable`: keyward's `haproxy_api` is HAProxy's socket, else
 /// a path nobody listens on.
 async fn stack_with(reachable: bool) -> Stack {
+    stack_with_edits(reachable, Vec::new()).await
+}
+
+/// [`stack_with`], with more `edits` of haproxy.cfg.
+async fn stack_with_edits(reachable: bool, mut edits: Vec<(String, String)>) -> Stack {
     let api_dir = tempfile::tempdir().unwrap();
     let api = api_dir.path().join("haproxy-api.sock");
     let keyward_api = if reachable {
@@ -59,7 +64,10 @@ async fn stack_with(reachable: bool) -> Stack {
         spoa: keyward.spoa.to_string(),
         upstream: upstream.addr,
         portal: Some(keyward.portal),
-        edits: vec![(API_SOCKET.into(), format!("\"{}\"", api.display()))],
+        edits: {
+            edits.push((API_SOCKET.into(), format!("\"{}\"", api.display())));
+            edits
+        },
     })
     .await;
     wait_for_socket(&api).await;
@@ -346,4 +354,83 @@ fn the_upgrade_message_carries_every_argument_of_the_request_message() {
     assert_eq!(extra, ["stream=var(txn.kw_stream)", "src_port=src_port"]);
     upgrade.retain(|a| request.contains(a));
     assert_eq!(upgrade, request);
+}
+
+/// HTTP/2 WebSockets (RFC 8441 extended CONNECT) share one client connection, so the
+/// client address names the connection, not the tunnel: only the stream id tells them
+/// apart. Revoking one session resets its stream and leaves the other, and the
+/// connection, open.
+#[tokio::test]
+async fn http2_websockets_on_one_connection_end_one_by_one() {
+    let s = stack_with_edits(
+        true,
+        vec![(
+            "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\"\n".into(),
+            "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\" proto h2\n".into(),
+        )],
+    )
+    .await;
+    let mia = s.keyward.mint("mia", "dev", "10m", None);
+    let ned = s.keyward.mint("ned", "dev", "10m", None);
+    let tcp = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // One ordinary request first: its answer comes after HAProxy's SETTINGS.
+    let get = http::Request::get("http://app.test/public")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(get, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let mut client = client.ready().await.unwrap();
+    assert!(
+        client.is_extended_connect_protocol_enabled(),
+        "HAProxy offers RFC 8441"
+    );
+    let mut open = async |token: &str| {
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("http://app.test/ws")
+            .header("sec-websocket-version", "13")
+            .header("cookie", format!("keyward_session={token}"))
+            .extension(h2::ext::Protocol::from("websocket"))
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200, "extended CONNECT accepted");
+        let mut body = resp.into_body();
+        send.send_data(bytes::Bytes::from_static(b"ping"), false)
+            .unwrap();
+        let echo = body.data().await.unwrap().unwrap();
+        assert_eq!(&echo[..], b"ping");
+        (send, body)
+    };
+    let (mut mia_send, mut mia_body) = open(&mia).await;
+    let (mut ned_send, mut ned_body) = open(&ned).await;
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 2.0);
+
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "mia"]);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match mia_body.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "Mia's stream was still open after 10 s");
+    let _ = mia_send.send_data(bytes::Bytes::from_static(b"x"), false);
+    // Ned's stream, on the same connection, still echoes.
+    ned_send
+        .send_data(bytes::Bytes::from_static(b"pong"), false)
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ned_body.data())
+        .await
+        .expect("Ned's tunnel answers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo[..], b"pong");
+    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
 }
