@@ -39,11 +39,15 @@ async fn stack() -> Stack {
 /// keyward and HAProxy; `reachable`: keyward's `haproxy_api` is HAProxy's socket, else
 /// a path nobody listens on.
 async fn stack_with(reachable: bool) -> Stack {
-    stack_with_edits(reachable, Vec::new()).await
+    stack_with_edits(reachable, Vec::new(), "").await
 }
 
-/// [`stack_with`], with more `edits` of haproxy.cfg.
-async fn stack_with_edits(reachable: bool, mut edits: Vec<(String, String)>) -> Stack {
+/// [`stack_with`], with more `edits` of haproxy.cfg and `tunnels` keys.
+async fn stack_with_edits(
+    reachable: bool,
+    mut edits: Vec<(String, String)>,
+    tunnels: &str,
+) -> Stack {
     let api_dir = tempfile::tempdir().unwrap();
     let api = api_dir.path().join("haproxy-api.sock");
     let keyward_api = if reachable {
@@ -54,7 +58,7 @@ async fn stack_with_edits(reachable: bool, mut edits: Vec<(String, String)>) -> 
     let keyward = Keyward::start(
         POLICY,
         &format!(
-            "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n",
+            "[tunnels]\nhaproxy_api = \"{}\"\ncheck_interval = \"200ms\"\n{tunnels}",
             keyward_api.display()
         ),
     )
@@ -351,7 +355,14 @@ fn the_upgrade_message_carries_every_argument_of_the_request_message() {
         .filter(|a| !request.contains(a))
         .cloned()
         .collect();
-    assert_eq!(extra, ["stream=var(txn.kw_stream)", "src_port=src_port"]);
+    assert_eq!(
+        extra,
+        [
+            "stream=var(txn.kw_stream)",
+            "conn_src=fc_src",
+            "conn_port=fc_src_port"
+        ]
+    );
     upgrade.retain(|a| request.contains(a));
     assert_eq!(upgrade, request);
 }
@@ -362,52 +373,12 @@ fn the_upgrade_message_carries_every_argument_of_the_request_message() {
 /// connection, open.
 #[tokio::test]
 async fn http2_websockets_on_one_connection_end_one_by_one() {
-    let s = stack_with_edits(
-        true,
-        vec![(
-            "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\"\n".into(),
-            "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\" proto h2\n".into(),
-        )],
-    )
-    .await;
+    let s = stack_with_edits(true, h2_frontend(), "").await;
     let mia = s.keyward.mint("mia", "dev", "10m", None);
     let ned = s.keyward.mint("ned", "dev", "10m", None);
-    let tcp = TcpStream::connect(s.haproxy.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
-    // One ordinary request first: its answer comes after HAProxy's SETTINGS.
-    let get = http::Request::get("http://app.test/public")
-        .body(())
-        .unwrap();
-    let (resp, _) = client.send_request(get, true).unwrap();
-    assert_eq!(resp.await.unwrap().status(), 200);
-    let mut client = client.ready().await.unwrap();
-    assert!(
-        client.is_extended_connect_protocol_enabled(),
-        "HAProxy offers RFC 8441"
-    );
-    let mut open = async |token: &str| {
-        let req = http::Request::builder()
-            .method("CONNECT")
-            .uri("http://app.test/ws")
-            .header("sec-websocket-version", "13")
-            .header("cookie", format!("keyward_session={token}"))
-            .extension(h2::ext::Protocol::from("websocket"))
-            .body(())
-            .unwrap();
-        let (resp, mut send) = client.send_request(req, false).unwrap();
-        let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 200, "extended CONNECT accepted");
-        let mut body = resp.into_body();
-        send.send_data(bytes::Bytes::from_static(b"ping"), false)
-            .unwrap();
-        let echo = body.data().await.unwrap().unwrap();
-        assert_eq!(&echo[..], b"ping");
-        (send, body)
-    };
-    let (mut mia_send, mut mia_body) = open(&mia).await;
-    let (mut ned_send, mut ned_body) = open(&ned).await;
+    let mut client = h2_client(&s).await;
+    let (mut mia_send, mut mia_body) = h2_websocket(&mut client, &mia).await.unwrap();
+    let (mut ned_send, mut ned_body) = h2_websocket(&mut client, &ned).await.unwrap();
     assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 2.0);
 
     s.keyward.cli_ok(&["sessions", "revoke", "--user", "mia"]);
@@ -433,4 +404,142 @@ async fn http2_websockets_on_one_connection_end_one_by_one() {
         .unwrap();
     assert_eq!(&echo[..], b"pong");
     assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+}
+
+/// `http-request set-src` (a trusted proxy's header) changes `src` for the policy; the
+/// runtime API still shows the connection's own address, which is what keyward matches.
+#[tokio::test]
+async fn a_rewritten_source_address_does_not_hide_the_tunnel() {
+    let s = stack_with_edits(
+        true,
+        vec![(
+            "    http-request del-header ^x[-_]keyward[-_] -m reg\n".into(),
+            "    http-request set-src req.hdr(x-real-ip) if { req.hdr(x-real-ip) -m found }\n    http-request del-header ^x[-_]keyward[-_] -m reg\n".into(),
+        )],
+        "",
+    )
+    .await;
+    let oli = s.keyward.mint("oli", "dev", "10m", None);
+    let mut ws = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    ws.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: app.test\r\nX-Real-IP: 192.0.2.9\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: keyward_session={oli}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = ws.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    assert!(echoes(&mut ws).await);
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "oli"]);
+    closed_within(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+}
+
+/// A CONNECT the application answers with 2xx is a tunnel as well.
+#[tokio::test]
+async fn a_connect_tunnel_ends_with_its_session() {
+    let s = stack().await;
+    let pat = s.keyward.mint("pat", "dev", "10m", None);
+    let mut c = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    c.write_all(
+        format!(
+            "CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nCookie: keyward_session={pat}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 1.0);
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", "pat"]);
+    closed_within(&mut c, Duration::from_secs(10)).await;
+    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+}
+
+/// WebSockets closed on an HTTP/2 connection that stays open leave entries behind (the
+/// connection is still listed). Once the table is full, every check looks at stream ids
+/// and forgets them, so a new WebSocket finds room.
+#[tokio::test]
+async fn closed_http2_websockets_make_room_once_the_table_is_full() {
+    let s = stack_with_edits(true, h2_frontend(), "max_tracked = 2\n").await;
+    let quinn = s.keyward.mint("quinn", "dev", "10m", None);
+    let mut client = h2_client(&s).await;
+    let first = h2_websocket(&mut client, &quinn).await.expect("first");
+    drop(first);
+    let _second = h2_websocket(&mut client, &quinn).await.expect("second");
+    eventually(
+        Duration::from_secs(10),
+        "the closed one forgotten",
+        || async { (s.keyward.metric("keyward_tunnels_tracked").await == 1.0).then_some(()) },
+    )
+    .await;
+    let third = h2_websocket(&mut client, &quinn).await;
+    assert!(third.is_ok(), "room for a new WebSocket: {third:?}");
+    assert_eq!(s.keyward.metric("keyward_tunnels_refused_total").await, 0.0);
+}
+
+/// The frontend speaks HTTP/2 in clear text.
+fn h2_frontend() -> Vec<(String, String)> {
+    vec![(
+        "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\"\n".into(),
+        "    bind \"${KEYWARD_HTTP_BIND-127.0.0.1:8080}\" proto h2\n".into(),
+    )]
+}
+
+type H2Client = h2::client::SendRequest<bytes::Bytes>;
+type H2Tunnel = (h2::SendStream<bytes::Bytes>, h2::RecvStream);
+
+/// An HTTP/2 connection to HAProxy, past its SETTINGS (RFC 8441 offered).
+async fn h2_client(s: &Stack) -> H2Client {
+    let tcp = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // One ordinary request first: its answer comes after HAProxy's SETTINGS.
+    let get = http::Request::get("http://app.test/public")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(get, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let client = client.ready().await.unwrap();
+    assert!(
+        client.is_extended_connect_protocol_enabled(),
+        "HAProxy offers RFC 8441"
+    );
+    client
+}
+
+/// A WebSocket on `client` (extended CONNECT) with `token`'s session, checked with an
+/// echo; `Err(status)` when HAProxy refuses it.
+async fn h2_websocket(client: &mut H2Client, token: &str) -> Result<H2Tunnel, u16> {
+    let req = http::Request::builder()
+        .method("CONNECT")
+        .uri("http://app.test/ws")
+        .header("sec-websocket-version", "13")
+        .header("cookie", format!("keyward_session={token}"))
+        .extension(h2::ext::Protocol::from("websocket"))
+        .body(())
+        .unwrap();
+    let ready = client.clone().ready().await.unwrap();
+    *client = ready;
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    if resp.status() != 200 {
+        return Err(resp.status().as_u16());
+    }
+    let mut body = resp.into_body();
+    send.send_data(bytes::Bytes::from_static(b"ping"), false)
+        .unwrap();
+    let echo = body.data().await.unwrap().unwrap();
+    assert_eq!(&echo[..], b"ping");
+    Ok((send, body))
 }

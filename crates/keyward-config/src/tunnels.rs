@@ -19,8 +19,9 @@ pub struct TunnelsConfig {
     /// HAProxy's runtime API, at level admin (`stats socket … level admin` in the
     /// shipped haproxy.cfg): a Unix socket path, or `IP:PORT` on this host.
     pub haproxy_api: String,
-    /// How often tunnels are checked against revocations and expiry (revocations also
-    /// trigger a check at once).
+    /// How often tunnels are checked against revocations, expiry and the key ring: a
+    /// revoked session's tunnel ends at most this long after the revocation reaches the
+    /// agent.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
     /// The most tunnels remembered at once; further upgrades are refused (403) until

@@ -31,7 +31,7 @@ pub use metrics::GateMetrics;
 pub use request::{AccessRequest, MAX_RETURN_URL, MESSAGE};
 
 use cache::{Assertion, Session, Sessions};
-use tunnels::{StreamRef, Tunnels};
+use tunnels::{StreamRef, TunnelArgError, Tunnels};
 
 /// Settings of the request path (from `[session]`, `[assertion]`, `[portal]`).
 #[derive(Debug, Clone)]
@@ -187,18 +187,21 @@ impl Gate {
         self.cfg.leeway
     }
 
-    /// Remembers the tunnel an allowed upgrade opens on `stream`, so that it can be
-    /// ended with its session. A tunnel that cannot be remembered (the table, or the
-    /// session's share of it, is full) is refused: it could not be ended.
-    pub fn track_tunnel(&self, stream: Option<StreamRef>, outcome: &mut Outcome) {
-        let (Some(stream), Some(tunnels), Some(session)) =
-            (stream, &self.tunnels, &outcome.session)
-        else {
-            return;
+    /// Remembers the tunnel an allowed upgrade (message `keyward-upgrade`) opens, so
+    /// that it can be ended with its session. A tunnel that cannot be remembered (the
+    /// table, or the session's share of it, is full) is refused: it could not be ended.
+    /// Only read when tunnels are on and a session is allowed: a stream that cannot be
+    /// named then is an error (the request fails closed).
+    fn track_tunnel(&self, request: &Request, outcome: &mut Outcome) -> Result<(), TunnelArgError> {
+        let (Some(tunnels), Some(session)) = (&self.tunnels, &outcome.session) else {
+            return Ok(());
         };
         if outcome.verdict.decision != Decision::Allow {
-            return;
+            return Ok(());
         }
+        let Some(stream) = StreamRef::from_spoe(request)? else {
+            return Ok(());
+        };
         match tunnels.track(stream, session.clone()) {
             Ok(()) => self.metrics.tunnels_tracked.set(tunnels.len() as i64),
             Err(full) => {
@@ -214,6 +217,7 @@ impl Gate {
                 outcome.verdict.reason = Reason::Error;
             }
         }
+        Ok(())
     }
 
     /// Brings the `keyward_tunnels_tracked` gauge up to date (after the reaper forgot
@@ -263,6 +267,15 @@ impl Gate {
         let n = self.sessions.entry_count();
         self.metrics.cache_entries.set(n as i64);
         n
+    }
+
+    /// The ACK's variables for one NOTIFY at `now` (unix seconds): decide, remember
+    /// the tunnel an allowed upgrade opens, answer.
+    pub fn answer(&self, request: &Request, now: i64) -> Result<Actions, HandlerError> {
+        let req = AccessRequest::from_spoe(request)?;
+        let mut outcome = self.decide(&req, now);
+        self.track_tunnel(request, &mut outcome)?;
+        Ok(self.actions(&req, &outcome, now))
     }
 
     /// Decides on one request at `now` (unix seconds).
@@ -529,18 +542,6 @@ impl Gate {
             );
         }
         a
-    }
-}
-
-impl Gate {
-    /// The ACK's variables for one NOTIFY at `now` (unix seconds): decide, remember
-    /// the tunnel an allowed upgrade opens, answer.
-    pub fn answer(&self, request: &Request, now: i64) -> Result<Actions, HandlerError> {
-        let req = AccessRequest::from_spoe(request)?;
-        let stream = StreamRef::from_spoe(request, req.src)?;
-        let mut outcome = self.decide(&req, now);
-        self.track_tunnel(stream, &mut outcome);
-        Ok(self.actions(&req, &outcome, now))
     }
 }
 

@@ -736,9 +736,10 @@ mod tunnels {
             ("host", TypedData::String("app.test".into())),
             ("path", TypedData::String(path.into())),
             ("method", TypedData::String("GET".into())),
-            ("src", TypedData::IPv4(Ipv4Addr::new(203, 0, 113, 7))),
+            ("src", TypedData::IPv4(Ipv4Addr::new(198, 51, 100, 1))),
             ("stream", TypedData::String(stream.into())),
-            ("src_port", TypedData::Int32(port as i32)),
+            ("conn_src", TypedData::IPv4(Ipv4Addr::new(203, 0, 113, 7))),
+            ("conn_port", TypedData::Int32(port as i32)),
         ];
         if let Some(t) = token {
             args.push(("cookie", TypedData::String(format!("kw={t}"))));
@@ -935,5 +936,14 @@ mod tunnels {
             assert!(err.to_string().contains(crate::tunnels::MESSAGE), "{err}");
         }
         assert!(g.tunnels().unwrap().is_empty());
+        // Read only when a tunnel would be remembered: with tunnels off, or for a request
+        // that is not allowed with a session, the stream is not looked at.
+        let off = gate_with(ring(15));
+        let a = off
+            .answer(&upgrade("/ws", Some(&alice), "x", 1), NOW)
+            .unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("allow"));
+        let a = g.answer(&upgrade("/ws", None, "x", 1), NOW).unwrap();
+        assert_eq!(decision_of(&a).as_deref(), Some("login"));
     }
 }

@@ -4,8 +4,9 @@
 //! After the application's `101`, HAProxy only moves bytes: no request follows, so no
 //! decision does either, and a revoked or expired session would keep its tunnel for as
 //! long as it stays busy. The shipped configuration therefore sends upgrade requests
-//! as message `keyward-upgrade`: `keyward-request`'s arguments plus the HAProxy stream
-//! that carries the tunnel, its `uniq_id` (log-format `%rt`) and the client's port. The gate remembers the
+//! (and CONNECT) as message `keyward-upgrade`: `keyward-request`'s arguments plus the
+//! HAProxy stream that carries the tunnel, its `uniq_id` (log-format `%rt`) and the
+//! client connection's address. The gate remembers the
 //! stream with its session here; the agent's reaper (crate `keyward-tunnels`) asks which
 //! are [`due`](Tunnels::due) and ends them over HAProxy's runtime API.
 //!
@@ -14,7 +15,7 @@
 //! ended, so past the bound the upgrade is refused.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keyward_session::KeyRing;
@@ -28,9 +29,9 @@ use crate::cache::Session;
 pub const MESSAGE: &str = "keyward-upgrade";
 
 /// One HAProxy stream, as its runtime API shows it: `id=` (the stream's `uniq_id`,
-/// log-format `%rt`) and `source=` (the client's address and port). The id alone is
-/// per process and wraps; with the client address a stale entry cannot name another
-/// client's stream.
+/// log-format `%rt`) and `source=` (the address and port of the client connection, which
+/// `http-request set-src` does not change). The id alone is per process and wraps; with
+/// the connection's address a stale entry cannot name another client's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamRef {
     pub id: u32,
@@ -42,18 +43,18 @@ pub struct StreamRef {
 pub enum TunnelArgError {
     #[error("`{MESSAGE}`: argument `stream` must be the decimal `%rt` of the stream")]
     Stream,
-    #[error("`{MESSAGE}`: argument `src_port` must be the client's port (`src_port`)")]
-    Port,
-    #[error("`{MESSAGE}` needs `src`")]
-    NoSource,
+    #[error(
+        "`{MESSAGE}`: arguments `conn_src` and `conn_port` must be the client connection's address and port (`fc_src`, `fc_src_port`); a Unix-socket `bind` has none, so its tunnels cannot be ended: set `[tunnels] enabled = false` or bind to TCP"
+    )]
+    Connection,
     #[error(transparent)]
     Arg(#[from] ArgError),
 }
 
 impl StreamRef {
     /// The stream named by the NOTIFY's `keyward-upgrade` message (`None`: the request
-    /// is not an upgrade). `src` is the message's client address.
-    pub fn from_spoe(req: &Request, src: Option<IpAddr>) -> Result<Option<Self>, TunnelArgError> {
+    /// is not an upgrade).
+    pub fn from_spoe(req: &Request) -> Result<Option<Self>, TunnelArgError> {
         let Some(m) = req.message(MESSAGE) else {
             return Ok(None);
         };
@@ -61,11 +62,11 @@ impl StreamRef {
             .str("stream")?
             .and_then(|s| s.parse::<u32>().ok())
             .ok_or(TunnelArgError::Stream)?;
+        let ip = m.ip("conn_src")?.ok_or(TunnelArgError::Connection)?;
         let port = m
-            .int("src_port")?
+            .int("conn_port")?
             .and_then(|p| u16::try_from(p).ok())
-            .ok_or(TunnelArgError::Port)?;
-        let ip = src.ok_or(TunnelArgError::NoSource)?;
+            .ok_or(TunnelArgError::Connection)?;
         Ok(Some(Self {
             id,
             client: SocketAddr::new(ip, port),
@@ -104,9 +105,9 @@ pub struct Due {
     pub why: Why,
 }
 
-/// The most tunnels one session may hold open at once. Any request with an `Upgrade`
-/// header is remembered until its connection closes (whether or not the application
-/// switched protocols), so without this one session could fill the table.
+/// The most tunnels one session may hold at once. Any allowed request with an `Upgrade`
+/// header is remembered until the reaper finds its stream gone (whether or not the
+/// application switched protocols), so without this one session could fill the table.
 pub const MAX_PER_SESSION: u32 = 64;
 
 /// Why a tunnel was not remembered.
@@ -237,6 +238,14 @@ impl Tunnels {
         for s in &gone {
             open.remove(s);
         }
+    }
+
+    /// Whether the table, or one session's share of it, is full: then stale entries
+    /// (upgrades the application refused, tunnels closed on a connection that stays
+    /// open) are worth looking for at every check.
+    pub fn crowded(&self) -> bool {
+        let open = self.open();
+        open.by_stream.len() >= self.max || open.per_session.values().any(|&n| n >= MAX_PER_SESSION)
     }
 
     /// The streams remembered.

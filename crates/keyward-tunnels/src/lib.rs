@@ -9,7 +9,8 @@
 //! still the one the gate saw (its `id=` and client address).
 //!
 //! - [`sess`]: reading `show sess` answers (no IO, property-tested);
-//! - [`api`]: the runtime API client (one bounded command per connection);
+//! - [`api`]: the runtime API client (interactive: one connection a pass, every command
+//!   bounded in time and size, answers checked);
 //! - [`reaper`]: the loop.
 
 pub mod api;

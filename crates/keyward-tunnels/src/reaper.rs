@@ -11,7 +11,7 @@ use keyward_session::sys::unix_now;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, ApiError};
+use crate::api::{Api, ApiError, Cli};
 use crate::sess;
 
 /// How often tunnels that ended by themselves are forgotten (one `show sess`).
@@ -21,9 +21,9 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct TunnelMetrics {
     closed: IntCounterVec,
-    pub api_errors: IntCounter,
-    /// 1 while the last command to HAProxy's runtime API succeeded.
-    pub api_up: IntGauge,
+    api_errors: IntCounter,
+    /// 1 while the last check reached HAProxy's runtime API.
+    api_up: IntGauge,
 }
 
 impl TunnelMetrics {
@@ -61,10 +61,6 @@ impl TunnelMetrics {
             api_errors,
             api_up,
         })
-    }
-
-    pub fn closed(&self, why: Why) -> u64 {
-        self.closed.with_label_values(&[why.as_str()]).get()
     }
 }
 
@@ -117,14 +113,21 @@ impl Reaper {
         let Some(tunnels) = self.gate.tunnels() else {
             return;
         };
-        // While the API does not answer, every check tries again.
-        let reconcile = !self.reachable || self.reconciled.elapsed() >= RECONCILE_EVERY;
+        // While the API does not answer, or the table or a session's share of it is
+        // full, every check also reconciles.
+        let reconcile =
+            !self.reachable || tunnels.crowded() || self.reconciled.elapsed() >= RECONCILE_EVERY;
         if tunnels.is_empty() {
             // Nothing to end: still check now and then that the API answers, so that a
             // wrong `haproxy_api` shows before the first revocation needs it.
             if reconcile {
                 self.reconciled = tokio::time::Instant::now();
-                let probe = self.api.command("show info", "show info").await.map(drop);
+                let probe = async {
+                    let mut cli = self.api.connect().await?;
+                    cli.list_streams().await?;
+                    cli.check_admin().await
+                };
+                let probe = probe.await;
                 self.report(probe, 0);
             }
             return;
@@ -141,7 +144,7 @@ impl Reaper {
             return;
         }
         let known: HashSet<_> = tunnels.streams().into_iter().collect();
-        let result = self.end(&due, reconcile, &known).await;
+        let result = self.sweep(&due, reconcile, &known).await;
         self.report(result, due.len());
         self.gate.tunnels_changed();
     }
@@ -167,7 +170,9 @@ impl Reaper {
         }
     }
 
-    async fn end(
+    /// Ends the `due` tunnels that are still open, on one connection to the API; with
+    /// `reconcile`, forgets the `known` tunnels whose stream is gone.
+    async fn sweep(
         &mut self,
         due: &[Due],
         reconcile: bool,
@@ -176,21 +181,27 @@ impl Reaper {
         let Some(tunnels) = self.gate.tunnels() else {
             return Ok(());
         };
-        let list = self.api.list_streams().await?;
+        let mut cli = self.api.connect().await?;
+        let list = cli.list_streams().await?;
         let mut by_client: HashMap<SocketAddr, Vec<&str>> = HashMap::new();
         for s in sess::parse_list(&list) {
             if let Some(client) = s.client {
                 by_client.entry(client).or_default().push(s.ptr);
             }
         }
+        let mut details = Details::default();
         for d in due {
+            if details.spent() {
+                // The rest waits for the next check.
+                break;
+            }
             let mut ended = false;
             for ptr in by_client.get(&d.stream.client).into_iter().flatten() {
-                let detail = self.api.stream(ptr).await?;
-                if sess::parse_detail(&detail) != Some((d.stream.id, d.stream.client)) {
+                if details.get(&mut cli, ptr).await? != Some((d.stream.id, d.stream.client)) {
                     continue;
                 }
-                ended = self.api.shutdown(ptr).await?;
+                // On the same connection, right after the confirmation.
+                ended = cli.shutdown(ptr).await?;
                 break;
             }
             tunnels.forget(&d.stream);
@@ -210,11 +221,64 @@ impl Reaper {
             }
         }
         if reconcile {
-            // Only what was known before the list was taken: a tunnel remembered since
-            // may be missing from it and still be open.
-            tunnels.retain(|s| !known.contains(s) || by_client.contains_key(&s.client));
+            // The streams that are open, by id, among the clients of known tunnels. Only
+            // what was known before the list was taken is judged: a tunnel remembered
+            // since may be missing from it and still be open.
+            let mut open = HashSet::new();
+            let mut complete = true;
+            let clients: HashSet<SocketAddr> = known.iter().map(|s| s.client).collect();
+            'clients: for (client, ptrs) in &by_client {
+                if !clients.contains(client) {
+                    continue;
+                }
+                for ptr in ptrs {
+                    if details.spent() {
+                        complete = false;
+                        break 'clients;
+                    }
+                    if let Some(stream) = details.get(&mut cli, ptr).await? {
+                        open.insert(stream);
+                    }
+                }
+            }
+            tunnels.retain(|s| {
+                !known.contains(s)
+                    || if complete {
+                        open.contains(&(s.id, s.client))
+                    } else {
+                        by_client.contains_key(&s.client)
+                    }
+            });
             self.reconciled = tokio::time::Instant::now();
         }
         Ok(())
+    }
+}
+
+/// The most `show sess <ptr>` one pass asks for: each briefly stops HAProxy's threads.
+pub const MAX_LOOKUPS: usize = 2000;
+
+/// `show sess <ptr>` answers of one pass, each asked once.
+#[derive(Default)]
+struct Details {
+    seen: HashMap<String, Option<(u32, SocketAddr)>>,
+}
+
+impl Details {
+    fn spent(&self) -> bool {
+        self.seen.len() >= MAX_LOOKUPS
+    }
+
+    async fn get(
+        &mut self,
+        cli: &mut Cli,
+        ptr: &str,
+    ) -> Result<Option<(u32, SocketAddr)>, ApiError> {
+        if let Some(d) = self.seen.get(ptr) {
+            return Ok(*d);
+        }
+        let d = sess::parse_detail(&cli.stream(ptr).await?);
+        self.seen.insert(ptr.to_owned(), d);
+        Ok(d)
     }
 }
