@@ -16,6 +16,8 @@ use crate::sess;
 
 /// How often tunnels that ended by themselves are forgotten (one `show sess`).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// The same, while the table or one session's share of it is full.
+pub const RECONCILE_CROWDED: Duration = Duration::from_secs(5);
 
 /// The reaper's metrics, under `keyward_tunnels_`.
 #[derive(Debug, Clone)]
@@ -113,10 +115,13 @@ impl Reaper {
         let Some(tunnels) = self.gate.tunnels() else {
             return;
         };
-        // While the API does not answer, or the table or a session's share of it is
-        // full, every check also reconciles.
-        let reconcile =
-            !self.reachable || tunnels.crowded() || self.reconciled.elapsed() >= RECONCILE_EVERY;
+        // Every 30 s; every 5 s while the table or a session's share of it is full (a
+        // user who keeps a share full with refused upgrades costs HAProxy one `show
+        // sess` per 5 s, no more); at every check while the API does not answer.
+        let since = self.reconciled.elapsed();
+        let reconcile = !self.reachable
+            || since >= RECONCILE_EVERY
+            || (since >= RECONCILE_CROWDED && tunnels.crowded());
         if tunnels.is_empty() {
             // Nothing to end: still check now and then that the API answers, so that a
             // wrong `haproxy_api` shows before the first revocation needs it.
