@@ -167,13 +167,25 @@ async fn revoking_a_session_ends_its_tunnel_and_no_other() {
     );
     assert!(echoes(&mut frank_ws).await, "another user's tunnel stays");
     assert!(echoes(&mut public_ws).await, "an anonymous tunnel stays");
-    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 2.0);
-    let audit = s.keyward.audit();
+    eventually(
+        Duration::from_secs(5),
+        "revoked tunnels counted",
+        || async { (s.keyward.metric(&closed_metric("revoked")).await == 2.0).then_some(()) },
+    )
+    .await;
+    let audit = eventually(
+        Duration::from_secs(5),
+        "two tunnel_closed lines",
+        || async {
+            let audit = s.keyward.audit();
+            (audit.matches("\"tunnel_closed\"").count() == 2).then_some(audit)
+        },
+    )
+    .await;
     let lines: Vec<_> = audit
         .lines()
         .filter(|l| l.contains("\"tunnel_closed\""))
         .collect();
-    assert_eq!(lines.len(), 2, "{audit}");
     assert!(
         lines
             .iter()
@@ -277,7 +289,12 @@ async fn a_tunnel_ends_when_its_session_expires() {
     }
     assert!(ended, "the expired session's tunnel was still open");
     assert!(echoes(&mut long_ws).await, "the other tunnel stays");
-    assert_eq!(s.keyward.metric(&closed_metric("expired")).await, 1.0);
+    eventually(
+        Duration::from_secs(5),
+        "expired tunnels counted",
+        || async { (s.keyward.metric(&closed_metric("expired")).await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -403,7 +420,12 @@ async fn http2_websockets_on_one_connection_end_one_by_one() {
         .unwrap()
         .unwrap();
     assert_eq!(&echo[..], b"pong");
-    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+    eventually(
+        Duration::from_secs(5),
+        "revoked tunnels counted",
+        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 /// `http-request set-src` (a trusted proxy's header) changes `src` for the policy; the
@@ -435,7 +457,12 @@ async fn a_rewritten_source_address_does_not_hide_the_tunnel() {
     assert!(echoes(&mut ws).await);
     s.keyward.cli_ok(&["sessions", "revoke", "--user", "oli"]);
     closed_within(&mut ws, Duration::from_secs(10)).await;
-    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+    eventually(
+        Duration::from_secs(5),
+        "revoked tunnels counted",
+        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 /// A CONNECT the application answers with 2xx is a tunnel as well.
@@ -462,7 +489,12 @@ async fn a_connect_tunnel_ends_with_its_session() {
     assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 1.0);
     s.keyward.cli_ok(&["sessions", "revoke", "--user", "pat"]);
     closed_within(&mut c, Duration::from_secs(10)).await;
-    assert_eq!(s.keyward.metric(&closed_metric("revoked")).await, 1.0);
+    eventually(
+        Duration::from_secs(5),
+        "revoked tunnels counted",
+        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 /// WebSockets closed on an HTTP/2 connection that stays open leave entries behind (the
