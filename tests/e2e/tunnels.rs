@@ -139,6 +139,23 @@ fn closed_metric(reason: &str) -> String {
     format!("keyward_tunnels_closed_total{{reason=\"{reason}\"}}")
 }
 
+/// Waits (up to 5 s) until `n` tunnels were counted as closed for `reason`: the count
+/// follows HAProxy's answer, which can reach keyward after the client saw the close.
+async fn counted(s: &Stack, reason: &str, n: f64) {
+    let what = format!("{n} tunnels counted {reason}");
+    eventually(Duration::from_secs(5), &what, || async {
+        (s.keyward.metric(&closed_metric(reason)).await == n).then_some(())
+    })
+    .await;
+}
+
+/// Revokes `user`'s sessions and waits for HAProxy to close `conn`, then for the count.
+async fn revoke_and_see_closed(s: &Stack, user: &str, conn: &mut TcpStream) {
+    s.keyward.cli_ok(&["sessions", "revoke", "--user", user]);
+    closed_within(conn, Duration::from_secs(10)).await;
+    counted(s, "revoked", 1.0).await;
+}
+
 #[tokio::test]
 async fn revoking_a_session_ends_its_tunnel_and_no_other() {
     let s = stack().await;
@@ -167,12 +184,7 @@ async fn revoking_a_session_ends_its_tunnel_and_no_other() {
     );
     assert!(echoes(&mut frank_ws).await, "another user's tunnel stays");
     assert!(echoes(&mut public_ws).await, "an anonymous tunnel stays");
-    eventually(
-        Duration::from_secs(5),
-        "revoked tunnels counted",
-        || async { (s.keyward.metric(&closed_metric("revoked")).await == 2.0).then_some(()) },
-    )
-    .await;
+    counted(&s, "revoked", 2.0).await;
     let audit = eventually(
         Duration::from_secs(5),
         "two tunnel_closed lines",
@@ -289,12 +301,7 @@ async fn a_tunnel_ends_when_its_session_expires() {
     }
     assert!(ended, "the expired session's tunnel was still open");
     assert!(echoes(&mut long_ws).await, "the other tunnel stays");
-    eventually(
-        Duration::from_secs(5),
-        "expired tunnels counted",
-        || async { (s.keyward.metric(&closed_metric("expired")).await == 1.0).then_some(()) },
-    )
-    .await;
+    counted(&s, "expired", 1.0).await;
 }
 
 #[tokio::test]
@@ -420,12 +427,7 @@ async fn http2_websockets_on_one_connection_end_one_by_one() {
         .unwrap()
         .unwrap();
     assert_eq!(&echo[..], b"pong");
-    eventually(
-        Duration::from_secs(5),
-        "revoked tunnels counted",
-        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
-    )
-    .await;
+    counted(&s, "revoked", 1.0).await;
 }
 
 /// `http-request set-src` (a trusted proxy's header) changes `src` for the policy; the
@@ -455,14 +457,7 @@ async fn a_rewritten_source_address_does_not_hide_the_tunnel() {
     let n = ws.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
     assert!(echoes(&mut ws).await);
-    s.keyward.cli_ok(&["sessions", "revoke", "--user", "oli"]);
-    closed_within(&mut ws, Duration::from_secs(10)).await;
-    eventually(
-        Duration::from_secs(5),
-        "revoked tunnels counted",
-        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
-    )
-    .await;
+    revoke_and_see_closed(&s, "oli", &mut ws).await;
 }
 
 /// A CONNECT the application answers with 2xx is a tunnel as well.
@@ -487,14 +482,7 @@ async fn a_connect_tunnel_ends_with_its_session() {
         String::from_utf8_lossy(&buf[..n])
     );
     assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 1.0);
-    s.keyward.cli_ok(&["sessions", "revoke", "--user", "pat"]);
-    closed_within(&mut c, Duration::from_secs(10)).await;
-    eventually(
-        Duration::from_secs(5),
-        "revoked tunnels counted",
-        || async { (s.keyward.metric(&closed_metric("revoked")).await == 1.0).then_some(()) },
-    )
-    .await;
+    revoke_and_see_closed(&s, "pat", &mut c).await;
 }
 
 /// WebSockets closed on an HTTP/2 connection that stays open leave entries behind (the
