@@ -82,14 +82,16 @@ async fn demo_invite_enroll_sign_in_sign_out_revoke_in_chromium() {
         "invite": invite,
         "mode": "invite",
         "assertion": true,
+        "websocket": "page",
         "shots": artifacts("invite"),
     }));
     assert!(out.contains("\"name\":\"done\""), "{out}");
+    assert!(out.contains("websocket closed at sign-out"), "{out}");
 
     let audit = std::fs::read_to_string(state.path().join("state/audit.jsonl")).unwrap_or_default();
     audit_has_events_but_no_names(
         &audit,
-        &["enrolled", "login", "logout", "revoked"],
+        &["enrolled", "login", "logout", "revoked", "tunnel_closed"],
         "demo@example.test",
     );
 

@@ -118,7 +118,13 @@ try {
   // 3b. A WebSocket opened with the session, in a tab of its own (the echo upstream
   //     accepts it): it must not outlive the session.
   let live = null;
-  if (args.websocket) {
+  if (args.websocket === 'page') {
+    // The demo app's page keeps a WebSocket of its own and says how it is.
+    live = await context.newPage();
+    await live.goto(`${base}/reports?live=1`);
+    await expectText(live, '#kw-live', /^open/, 'the demo page\'s live WebSocket');
+    log('websocket open');
+  } else if (args.websocket) {
     live = await context.newPage();
     await live.goto(`${base}/reports?live=1`);
     await live.evaluate((url) => new Promise((opened, failed) => {
@@ -138,7 +144,12 @@ try {
   await page.waitForURL(/\/\.keyward\/login/, { timeout: 15000 });
   await shot(page, 'signed-out');
   log('signed out', { url: page.url() });
-  if (live) {
+  if (live && args.websocket === 'page') {
+    await expectText(live, '#kw-live', /^closed/, 'the demo page\'s WebSocket after sign-out');
+    await shot(live, 'live-websocket-closed');
+    log('websocket closed at sign-out', { state: await live.textContent('#kw-live') });
+    await live.close();
+  } else if (live) {
     const state = await live.evaluate(() => Promise.race([
       window.kwClosed,
       new Promise((r) => setTimeout(() => r('still open'), 10000)),

@@ -11,8 +11,9 @@ use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::Html;
+use axum::response::{Html, Response};
 use axum::routing::get;
 use keyward_config::Config;
 
@@ -138,7 +139,9 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let portal = cfg.portal.listen;
         let issuer = cfg.assertion.issuer.clone();
-        let app = Router::new().fallback(get(move |headers: HeaderMap| page(headers, portal, issuer.clone())));
+        let app = Router::new()
+            .route("/live", get(live))
+            .fallback(get(move |headers: HeaderMap| page(headers, portal, issuer.clone())));
         let listener = tokio::net::TcpListener::bind(upstream).await?;
         tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -177,7 +180,26 @@ pub fn demo(dir: PathBuf, port: u16) -> anyhow::Result<()> {
     })
 }
 
-/// The demo application's only page.
+/// `/live`: a WebSocket that sends the time every second, for as long as it is let
+/// live. keyward ends it when the session that opened it is revoked or expires.
+async fn live(ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket: WebSocket| async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            if socket
+                .send(Message::Text(now.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+/// The demo application's page.
 async fn page(headers: HeaderMap, portal: SocketAddr, issuer: String) -> Html<String> {
     let h = |name: &str| {
         headers
@@ -216,6 +238,12 @@ async fn page(headers: HeaderMap, portal: SocketAddr, issuer: String) -> Html<St
          <body style=\"font-family:system-ui;max-width:48rem;margin:2rem auto\">\
          <h1>Hello from the demo app</h1><p>HAProxy forwarded this request because keyward allowed it.</p>\
          <table>{rows}</table><h2>Assertion</h2><p id=kw-assertion>{verdict}</p>\
+         <h2>Live connection</h2><p id=kw-live>connecting…</p>\
+         <p>A WebSocket to <code>/live</code>: sign out (here or in another tab) and keyward closes it.</p>\
+         <script>const live = document.getElementById('kw-live');\
+         const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/live');\
+         ws.onmessage = (e) => {{ live.textContent = 'open; server time ' + e.data; }};\
+         ws.onclose = () => {{ live.textContent = 'closed: the session it was opened with has ended'; }};</script>\
          <p><a href=\"/.keyward/devices\">My devices</a></p>\
          <form method=post action=\"/.keyward/logout\"><button id=app-signout>Sign out</button></form></body></html>"
     ))
