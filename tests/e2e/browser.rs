@@ -1,7 +1,8 @@
 //! Browser end to end: Debian's Chromium, driven by playwright-core with the DevTools
 //! virtual authenticator, through real HAProxy and keyward. The flow itself is
 //! `tests/node/browser-flow.mjs`: invite -> enroll -> protected page shows identity ->
-//! (IdP modes: a WebSocket opened in another tab) -> sign out (the WebSocket is closed)
+//! a WebSocket open in another tab (the demo page's own, or one the flow opens) -> sign
+//! out (the WebSocket is closed)
 //! -> redirected to sign-in -> sign in again (usernameless) -> revoke the
 //! device from "my devices" -> denied. Screenshots of each page are kept under
 //! `target/test-artifacts/browser/<mode>/`.
