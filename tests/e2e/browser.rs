@@ -2,9 +2,8 @@
 //! virtual authenticator, through real HAProxy and keyward. The flow itself is
 //! `tests/node/browser-flow.mjs`: invite -> enroll -> protected page shows identity ->
 //! a WebSocket open in another tab (the demo page's own, or one the flow opens) -> sign
-//! out (the WebSocket is closed)
-//! -> redirected to sign-in -> sign in again (usernameless) -> revoke the
-//! device from "my devices" -> denied. Screenshots of each page are kept under
+//! out, which closes the WebSocket -> redirected to sign-in -> sign in again
+//! (usernameless) -> revoke the device from "my devices" -> denied. Screenshots of each page are kept under
 //! `target/test-artifacts/browser/<mode>/`.
 
 use std::path::PathBuf;
