@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{Haproxy, Wiring};
-use keyward_tests::http::{Response, get, wait_for_ok};
+use keyward_tests::http::{Response, get, read_response, wait_for_ok};
 use keyward_tests::keyward::{Keyward, decision};
 use keyward_tests::upstream::Upstream;
 
@@ -473,35 +473,6 @@ async fn an_h2c_upgrade_cannot_open_a_tunnel_past_the_policy() {
     // request that only names h2c in another header.
     let r = s.get("/healthz", &[("X-Note", "h2c")]).await;
     assert_eq!(r.status, 200);
-}
-
-/// Reads one response with a Content-Length body (or none) from `c`.
-async fn read_response(c: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
-            .await
-            .expect("a response within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed after {text:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 #[tokio::test]

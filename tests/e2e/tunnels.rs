@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use keyward_tests::eventually;
 use keyward_tests::haproxy::{API_SOCKET, Haproxy, Wiring};
+use keyward_tests::http::read_response;
 use keyward_tests::keyward::Keyward;
 use keyward_tests::upstream::Upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,11 +91,18 @@ async fn wait_for_socket(path: &Path) {
     .await;
 }
 
-/// A WebSocket through HAProxy: the handshake answered 101, and an echo through it.
+/// A WebSocket through HAProxy on a new connection: see [`upgrade`].
 async fn open(s: &Stack, path: &str, token: Option<&str>) -> TcpStream {
     let mut ws = TcpStream::connect(s.haproxy.addr).await.unwrap();
+    upgrade(&mut ws, path, token, "").await;
+    ws
+}
+
+/// A WebSocket handshake on `ws` (with `token`'s session and the `extra` header lines),
+/// answered 101, and an echo through the tunnel.
+async fn upgrade(ws: &mut TcpStream, path: &str, token: Option<&str>, extra: &str) {
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "GET {path} HTTP/1.1\r\nHost: app.test\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     );
     if let Some(t) = token {
         req.push_str(&format!("Cookie: keyward_session={t}\r\n"));
@@ -105,8 +113,7 @@ async fn open(s: &Stack, path: &str, token: Option<&str>) -> TcpStream {
     let n = ws.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(echoes(&mut ws).await, "the tunnel carries bytes");
-    ws
+    assert!(echoes(ws).await, "the tunnel carries bytes");
 }
 
 /// Whether the tunnel still carries bytes both ways.
@@ -234,41 +241,9 @@ async fn a_later_stream_on_the_same_connection_is_not_mistaken_for_a_revoked_one
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&head).contains("\r\n\r\n") {
-        let n = c.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed early");
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let length: usize = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("content-length: ")
-                .or(l.strip_prefix("Content-Length: "))
-        })
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let body_start = text.find("\r\n\r\n").unwrap() + 4;
-    let mut have = head.len() - body_start;
-    while have < length {
-        have += c.read(&mut buf).await.unwrap();
-    }
-    c.write_all(
-        format!(
-            "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: keyward_session={lee}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let n = c.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
-    assert!(echoes(&mut c).await);
+    let first = read_response(&mut c).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    upgrade(&mut c, "/ws", Some(&lee), "").await;
     assert_eq!(s.keyward.metric("keyward_tunnels_tracked").await, 2.0);
 
     s.keyward.cli_ok(&["sessions", "revoke", "--user", "kim"]);
@@ -445,18 +420,7 @@ async fn a_rewritten_source_address_does_not_hide_the_tunnel() {
     .await;
     let oli = s.keyward.mint("oli", "dev", "10m", None);
     let mut ws = TcpStream::connect(s.haproxy.addr).await.unwrap();
-    ws.write_all(
-        format!(
-            "GET /ws HTTP/1.1\r\nHost: app.test\r\nX-Real-IP: 192.0.2.9\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: keyward_session={oli}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = [0u8; 2048];
-    let n = ws.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
-    assert!(echoes(&mut ws).await);
+    upgrade(&mut ws, "/ws", Some(&oli), "X-Real-IP: 192.0.2.9\r\n").await;
     revoke_and_see_closed(&s, "oli", &mut ws).await;
 }
 

@@ -120,3 +120,31 @@ pub async fn wait_for_ok(addr: SocketAddr, path: &str, limit: Duration, what: &s
     })
     .await;
 }
+
+/// Reads one response with a Content-Length body (or none) from `c`.
+pub async fn read_response(c: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
